@@ -1,0 +1,1 @@
+"""Upload Pools: post short videos from FIFO pools on a fixed rhythm."""

@@ -1,0 +1,126 @@
+"""The ASGI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import HTMLResponse, Response
+
+from uploadpools.accounts.endpoints import router as accounts_router
+from uploadpools.config import Settings
+from uploadpools.deps import AppState
+from uploadpools.exceptions import FieldError, UploadPoolsError, ValidationFailed
+from uploadpools.idempotency import Replay
+from uploadpools.kit.clock import Clock, SystemClock
+from uploadpools.kit.problem import ProblemResponse, field_from_loc, problem_body, problem_for
+from uploadpools.media.service import MediaFetcher, storage_for
+from uploadpools.pools.endpoints import router as pools_router
+from uploadpools.queue.endpoints import router as queue_router
+from uploadpools.store.engine import create_engine, create_sessionmaker
+from uploadpools.workspace.endpoints import router as workspace_router
+
+log = logging.getLogger(__name__)
+
+
+def _message(err: dict[str, object]) -> str:
+    msg = str(err.get("msg", "is invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Replay)
+    async def _replay(_: Request, exc: Replay) -> Response:
+        return Response(
+            exc.body,
+            status_code=exc.replay_status,
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+
+    @app.exception_handler(UploadPoolsError)
+    async def _domain(_: Request, exc: UploadPoolsError) -> Response:
+        return problem_for(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+        errors = [FieldError(field_from_loc(e["loc"]), _message(e)) for e in exc.errors()]
+        return problem_for(ValidationFailed(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        titles = {404: "Not found", 405: "Method not allowed"}
+        title = titles.get(exc.status_code, "Error")
+        return ProblemResponse(
+            problem_body(exc.status_code, title, str(exc.detail), title.lower().replace(" ", "-")),
+            status_code=exc.status_code,
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    run_background: bool = True,
+) -> FastAPI:
+    clock = clock or SystemClock()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        maker = create_sessionmaker(engine)
+        http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
+        storage = storage_for(settings)
+        fetcher = MediaFetcher(maker, settings, clock, storage, http)
+        app.state.uploadpools = AppState(
+            settings=settings,
+            engine=engine,
+            maker=maker,
+            clock=clock,
+            storage=storage,
+            http=http,
+            fetcher=fetcher,
+        )
+        tasks = [asyncio.create_task(fetcher.run(), name="media-fetcher")] if run_background else []
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if http_client is None:
+                await http.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Upload Pools",
+        version="1.0.0",
+        summary="Post short videos from FIFO pools on a fixed rhythm.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    api = APIRouter(prefix="/api/v1")
+    for r in (accounts_router, pools_router, queue_router, workspace_router):
+        api.include_router(r)
+    app.include_router(api)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> HTMLResponse:
+        return HTMLResponse(
+            "<!doctype html><title>Upload Pools</title><h1>Upload Pools</h1>"
+            '<p>The API is at <a href="/docs">/docs</a>.</p>'
+        )
+
+    return app

@@ -1,0 +1,196 @@
+"""The `uploadpools` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from uploadpools.config import Settings
+from uploadpools.kit.clock import SystemClock
+from uploadpools.kit.crypto import generate_password
+
+app = typer.Typer(
+    help="Upload Pools: post short videos from FIFO pools on a fixed rhythm.", no_args_is_help=True
+)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="api-keys")
+
+FIRST_USER_EMAIL = "admin@localhost"
+CREDENTIALS_FILE = "initial-credentials.json"
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _with_session(settings: Settings, fn: Any) -> Any:
+    from uploadpools.store.engine import create_engine, create_sessionmaker, session_scope
+
+    engine = create_engine(settings)
+    try:
+        async with session_scope(create_sessionmaker(engine)) as session:
+            return await fn(session)
+    finally:
+        await engine.dispose()
+
+
+def _write_private(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(content)
+
+
+async def _bootstrap(settings: Settings) -> dict[str, str] | None:
+    """On an empty database: a first user, their workspace and an API key."""
+    from sqlalchemy import func, select
+
+    from uploadpools.auth.service import create_api_key, create_user
+    from uploadpools.models import User
+
+    async def go(session: Any) -> dict[str, str] | None:
+        if await session.scalar(select(func.count()).select_from(User)):
+            return None
+        now = SystemClock().now()
+        password = generate_password()
+        user, ws = await create_user(
+            session,
+            email=FIRST_USER_EMAIL,
+            password=password,
+            now=now,
+            quota=settings.default_free_quota,
+        )
+        _key, full = await create_api_key(
+            session, workspace_id=ws.id, user_id=user.id, name="first start", now=now
+        )
+        return {"email": user.email, "password": password, "api_key": full}
+
+    result: dict[str, str] | None = await _with_session(settings, go)
+    return result
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the database schema up to date."""
+    from uploadpools.store.migrate import run_upgrade
+
+    settings = Settings()
+    run_upgrade(settings)
+    typer.echo("database is up to date")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    no_engine: Annotated[
+        bool, typer.Option("--no-engine", help="Serve API and web UI only.")
+    ] = False,
+) -> None:
+    """Serve the API and web UI (and run the engine), migrating an empty data dir first."""
+    import uvicorn
+
+    from uploadpools.app import create_app
+    from uploadpools.store.migrate import run_upgrade
+
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.secret()  # generated into the data dir on first start
+    run_upgrade(settings)
+    creds_path = settings.data_dir / CREDENTIALS_FILE
+    created = _run(_bootstrap(settings))
+    if created is not None:
+        _write_private(creds_path, json.dumps(created, indent=2) + "\n")
+    base = f"http://{host}:{port}"
+    typer.echo("")
+    typer.echo(f"  Upload Pools  {base}")
+    typer.echo(f"  API docs      {base}/docs")
+    if creds_path.exists():
+        creds = json.loads(creds_path.read_text())
+        typer.echo(f"  Login         {creds['email']}")
+        typer.echo(f"  Password      {creds['password']}")
+        typer.echo(f"  API key       {creds['api_key']}")
+        typer.echo(f"  (kept in {creds_path}, readable only by you; delete it once noted)")
+    else:
+        typer.echo("  New API key:  uploadpools api-keys create --email EMAIL")
+    typer.echo("")
+    uvicorn.run(
+        create_app(settings, run_background=not no_engine),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    password: Annotated[
+        str | None, typer.Option(help="Generated and printed when omitted.")
+    ] = None,
+    plan: Annotated[str, typer.Option(help="free or paid")] = "free",
+    quota: Annotated[int | None, typer.Option(help="Monthly uploads on the free plan.")] = None,
+) -> None:
+    """Create a user with a workspace of their own."""
+    from uploadpools.auth.service import create_user
+    from uploadpools.exceptions import UploadPoolsError
+
+    settings = Settings()
+    pw = password or generate_password()
+
+    async def go(session: Any) -> Any:
+        return await create_user(
+            session,
+            email=email,
+            password=pw,
+            now=SystemClock().now(),
+            plan=plan,
+            quota=settings.default_free_quota if quota is None else quota,
+        )
+
+    try:
+        user, ws = _run(_with_session(settings, go))
+    except UploadPoolsError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"created {user.email} (plan {user.plan}) with workspace {ws.id}")
+    if password is None:
+        typer.echo(f"password: {pw}")
+
+
+@keys_app.command("create")
+def api_keys_create(
+    email: Annotated[str, typer.Option(help="The user the key acts for.")],
+    name: Annotated[str, typer.Option(help="A label for the key.")] = "cli",
+) -> None:
+    """Create an API key for the user's workspace; the key is printed once."""
+    from uploadpools.auth.service import create_api_key, owned_workspace, user_by_email
+    from uploadpools.exceptions import UploadPoolsError
+
+    settings = Settings()
+
+    async def go(session: Any) -> str:
+        user = await user_by_email(session, email)
+        ws = await owned_workspace(session, user)
+        _key, full = await create_api_key(
+            session, workspace_id=ws.id, user_id=user.id, name=name, now=SystemClock().now()
+        )
+        return full
+
+    try:
+        full = _run(_with_session(settings, go))
+    except UploadPoolsError as exc:
+        typer.echo(f"error: {exc.detail}", err=True)
+        raise typer.Exit(1)
+    typer.echo(full)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Platform connectors and generic targets, one sub-package each."""

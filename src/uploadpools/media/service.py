@@ -1,0 +1,226 @@
+"""Media records: uploads probed on arrival, `video_url`s fetched in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from uploadpools.config import Settings
+from uploadpools.kit.clock import Clock
+from uploadpools.kit.ids import new_id
+from uploadpools.media.fetch import FetchFailed, fetch_to_storage
+from uploadpools.media.probe import NotAVideo, ProbeResult, probe
+from uploadpools.media.storage import LocalStorage, Storage, StoredObject
+from uploadpools.models import Media, QueueItem
+from uploadpools.notifications.service import notify
+from uploadpools.store.engine import session_scope
+
+log = logging.getLogger(__name__)
+
+
+def storage_for(settings: Settings) -> Storage:
+    return LocalStorage(settings.media_dir)
+
+
+def storage_key(workspace_id: str, media_id: str) -> str:
+    return f"{workspace_id}/{media_id[-2:]}/{media_id}"
+
+
+def new_media_id() -> str:
+    return new_id()
+
+
+def ready_media(
+    media_id: str,
+    workspace_id: str,
+    stored: StoredObject,
+    probed: ProbeResult,
+    now: datetime,
+    *,
+    filename: str | None = None,
+) -> Media:
+    m = Media(id=media_id, workspace_id=workspace_id, state="pending", created_at=now)
+    mark_ready(m, stored, probed, filename=filename)
+    return m
+
+
+def mark_ready(
+    m: Media, stored: StoredObject, probed: ProbeResult, *, filename: str | None = None
+) -> None:
+    m.state = "ready"
+    m.storage_key = stored.key
+    m.size = stored.size
+    m.sha256 = stored.sha256
+    m.content_type = probed.content_type
+    m.container = probed.container
+    m.video_codec = probed.video_codec
+    m.audio_codec = probed.audio_codec
+    m.duration_s = probed.duration_s
+    m.width = probed.width
+    m.height = probed.height
+    m.original_filename = filename
+    m.error = None
+    m.lease_until = None
+
+
+async def store_probed(storage: Storage, stored: StoredObject) -> ProbeResult:
+    """Probe a stored object; a file that is not a playable video is deleted and refused."""
+    try:
+        async with storage.local_copy(stored.key) as path:
+            return await probe(path)
+    except NotAVideo:
+        await storage.delete(stored.key)
+        raise
+
+
+async def delete_media(session: AsyncSession, storage: Storage, media_ids: list[str]) -> list[str]:
+    """Forget media rows no queue item uses any more; returns storage keys to delete after commit."""
+    keys = []
+    for media_id in media_ids:
+        in_use = await session.scalar(
+            select(QueueItem.id).where(QueueItem.media_id == media_id).limit(1)
+        )
+        if in_use:
+            continue
+        m = await session.get(Media, media_id)
+        if m is not None:
+            if m.storage_key:
+                keys.append(m.storage_key)
+            await session.delete(m)
+    return keys
+
+
+class MediaFetcher:
+    """Fetches pending `video_url` media into storage.
+
+    The database is the queue: a fetch is claimed with a lease, so any process can take
+    it, and one whose fetcher died is taken again when the lease runs out.
+    """
+
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+        storage: Storage,
+        client: httpx.AsyncClient,
+        *,
+        concurrency: int = 4,
+        poll_interval_s: float = 5.0,
+    ) -> None:
+        self.maker = maker
+        self.settings = settings
+        self.clock = clock
+        self.storage = storage
+        self.client = client
+        self.concurrency = concurrency
+        self.poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                busy = await self.run_once()
+            except Exception:  # keep fetching after a database hiccup
+                log.exception("media fetcher iteration failed")
+                busy = 0
+            if busy:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    async def _claim(self) -> list[tuple[str, str, str, datetime]]:
+        now = self.clock.now()
+        lease = now + timedelta(seconds=self.settings.fetch_timeout_s + 60)
+        async with session_scope(self.maker) as session:
+            q = (
+                select(Media)
+                .where(
+                    Media.state == "pending",
+                    Media.source_url.is_not(None),
+                    or_(Media.lease_until.is_(None), Media.lease_until < now),
+                )
+                .order_by(Media.id)
+                .limit(self.concurrency)
+                .with_for_update(skip_locked=True)
+            )
+            rows = list((await session.scalars(q)).all())
+            for m in rows:
+                m.lease_until = lease
+                m.fetch_attempts += 1
+            return [(m.id, m.workspace_id, m.source_url or "", lease) for m in rows]
+
+    async def run_once(self) -> int:
+        claimed = await self._claim()
+        if claimed:
+            await asyncio.gather(*(self._fetch(*c) for c in claimed))
+        return len(claimed)
+
+    async def _fetch(self, media_id: str, workspace_id: str, url: str, lease: datetime) -> None:
+        key = storage_key(workspace_id, media_id)
+        try:
+            stored = await fetch_to_storage(
+                self.client,
+                url,
+                self.storage,
+                key,
+                max_bytes=self.settings.max_upload_bytes,
+                timeout_s=self.settings.fetch_timeout_s,
+                allowed_networks=self.settings.allowed_networks,
+            )
+            probed = await store_probed(self.storage, stored)
+        except (FetchFailed, NotAVideo) as exc:
+            await self._fail(media_id, lease, str(exc))
+            return
+        async with session_scope(self.maker) as session:
+            m = await session.get(Media, media_id)
+            if m is None or m.lease_until != lease or m.state != "pending":
+                # Lost the lease (or the item was deleted meanwhile): drop what we fetched.
+                await self.storage.delete(key)
+                return
+            mark_ready(m, stored, probed)
+
+    async def _fail(self, media_id: str, lease: datetime, reason: str) -> None:
+        now = self.clock.now()
+        async with session_scope(self.maker) as session:
+            m = await session.get(Media, media_id)
+            if m is None or m.lease_until != lease or m.state != "pending":
+                return
+            m.state = "failed"
+            m.error = reason
+            m.lease_until = None
+            items = list(
+                (
+                    await session.scalars(
+                        select(QueueItem).where(
+                            QueueItem.media_id == media_id, QueueItem.status == "queued"
+                        )
+                    )
+                ).all()
+            )
+            for item in items:
+                item.status = "skipped"
+                item.skip_reason = "media_rejected"
+                item.skip_detail = f"the video could not be fetched: {reason}"
+                item.finished_at = now
+                label = f"“{item.title}”" if item.title else "A video"
+                await notify(
+                    session,
+                    workspace_id=item.workspace_id,
+                    level="warning",
+                    kind="item.skipped",
+                    message=f"{label} was skipped: its video_url could not be used ({reason}).",
+                    now=now,
+                    pool_id=item.pool_id,
+                    item_id=item.id,
+                )

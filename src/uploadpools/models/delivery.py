@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from uploadpools.kit.ids import new_id
+from uploadpools.store.base import Base, IdType, JSONType
+
+DELIVERY_STATUSES = ("pending", "in_progress", "posted", "skipped")
+SKIP_REASONS = (
+    "quota_exceeded",
+    "platform_daily_limit",
+    "platform_rate_limited",
+    "platform_error",
+    "auth_expired",
+    "media_rejected",
+    "interrupted",
+    "account_disabled",
+)
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("firing_id", "account_id"),
+        Index("ix_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
+    firing_id: Mapped[str] = mapped_column(ForeignKey("firings.id", ondelete="CASCADE"))
+    item_id: Mapped[str] = mapped_column(
+        ForeignKey("queue_items.id", ondelete="CASCADE"), index=True
+    )
+    account_id: Mapped[str | None] = mapped_column(
+        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
+    )
+    platform: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    remote_id: Mapped[str | None] = mapped_column(String(255))
+    remote_url: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Lease + fencing token: only the holder of the current token may record an outcome.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    next_attempt_at: Mapped[datetime | None]
+    # The platform's job id(s) saved before the irreversible step, for reconciliation.
+    job: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Date, ForeignKey, Index, String, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from uploadpools.kit.ids import new_id
+from uploadpools.store.base import Base, IdType
+
+FIRING_OUTCOMES = ("pending", "dispatched", "partial", "skipped", "empty", "missed", "manual")
+
+
+class Firing(Base):
+    """One occurrence of one slot. A scheduled firing exists at most once per (slot, local
+    date): the partial unique index, not code, is what makes that true."""
+
+    __tablename__ = "firings"
+    __table_args__ = (
+        Index(
+            "uq_firings_slot_local_date",
+            "slot_id",
+            "local_date",
+            unique=True,
+            sqlite_where=text("kind = 'scheduled'"),
+            postgresql_where=text("kind = 'scheduled'"),
+        ),
+        Index("ix_firings_pool_id_id", "pool_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
+    slot_id: Mapped[str] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))  # scheduled | manual
+    local_date: Mapped[date] = mapped_column(Date)
+    scheduled_for: Mapped[datetime]
+    fired_at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+    item_id: Mapped[str | None] = mapped_column(
+        ForeignKey("queue_items.id", ondelete="SET NULL"), index=True
+    )

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from uploadpools.kit.ids import new_id
+from uploadpools.store.base import Base, IdType, JSONType
+
+ITEM_STATUSES = ("queued", "dispatching", "dispatched", "skipped")
+
+
+class QueueItem(Base):
+    __tablename__ = "queue_items"
+    __table_args__ = (Index("ix_queue_items_pool_status_seq", "pool_id", "status", "seq"),)
+
+    id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
+    media_id: Mapped[str] = mapped_column(ForeignKey("media.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # Sort key of the FIFO queue (sparse, so a move rarely renumbers); `position` in the
+    # API is the 0-based rank among queued items.
+    seq: Mapped[int] = mapped_column(BigInteger)
+    title: Mapped[str] = mapped_column(String(500), default="")
+    caption: Mapped[str] = mapped_column(Text, default="")
+    options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Why an item was skipped without any delivery (e.g. its video_url could not be fetched).
+    skip_reason: Mapped[str | None] = mapped_column(String(32))
+    skip_detail: Mapped[str | None] = mapped_column(Text)
+    enqueued_at: Mapped[datetime]
+    dispatched_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]

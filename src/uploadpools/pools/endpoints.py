@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.responses import Response
+
+from uploadpools.deps import (
+    CurrentWorkspace,
+    Idempotency,
+    NowDep,
+    SessionDep,
+    SettingsDep,
+    StateDep,
+)
+from uploadpools.kit.pagination import clamp_limit
+from uploadpools.kit.responses import commit_response
+from uploadpools.media.service import delete_media
+from uploadpools.models import Firing
+from uploadpools.pools.forecast import days_from_mask
+from uploadpools.pools.repository import PoolView, SlotView
+from uploadpools.pools.schemas import (
+    FiringRead,
+    PoolCreate,
+    PoolRead,
+    PoolUpdate,
+    ScheduleEntry,
+    ScheduleRead,
+    SlotIn,
+    SlotRead,
+    SlotUpdate,
+)
+from uploadpools.pools.service import PoolService
+from uploadpools.schedule import format_days
+from uploadpools.schemas import Page
+
+router = APIRouter(prefix="/pools", tags=["pools"])
+
+
+def slot_read(v: SlotView) -> SlotRead:
+    return SlotRead(
+        id=v.slot.id,
+        time=v.slot.time,
+        days=format_days(days_from_mask(v.slot.days_mask)),
+        account_ids=v.account_ids,
+        next_fire_at=v.slot.next_fire_at,
+    )
+
+
+def pool_read(v: PoolView) -> PoolRead:
+    nexts = [s.slot.next_fire_at for s in v.slots if s.slot.next_fire_at is not None]
+    return PoolRead(
+        id=v.pool.id,
+        name=v.pool.name,
+        timezone=v.pool.timezone,
+        state=v.pool.state,  # type: ignore[arg-type]
+        grace_minutes=v.pool.grace_minutes,
+        slots=[slot_read(s) for s in v.slots],
+        queued_count=v.queued_count,
+        next_fire_at=min(nexts) if nexts else None,
+        created_at=v.pool.created_at,
+    )
+
+
+def firing_read(f: Firing) -> FiringRead:
+    return FiringRead.model_validate(f, from_attributes=True)
+
+
+@router.post("", status_code=201, response_model=PoolRead)
+async def create_pool(
+    body: PoolCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
+    idem: Idempotency,
+) -> Response:
+    svc = PoolService(session, settings)
+    pool = await svc.create(ws.workspace_id, body, now)
+    return await commit_response(
+        session, idem, 201, pool_read(await svc.view(ws.workspace_id, pool.id))
+    )
+
+
+@router.get("", response_model=Page[PoolRead])
+async def list_pools(
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    limit: Annotated[int | None, Query()] = None,
+    cursor: str | None = None,
+) -> Page[PoolRead]:
+    views, nxt = await PoolService(session, settings).list(
+        ws.workspace_id, limit=clamp_limit(limit), cursor=cursor
+    )
+    return Page(items=[pool_read(v) for v in views], next_cursor=nxt)
+
+
+@router.get("/{pool_id}", response_model=PoolRead)
+async def get_pool(
+    pool_id: str, session: SessionDep, settings: SettingsDep, ws: CurrentWorkspace
+) -> PoolRead:
+    return pool_read(await PoolService(session, settings).view(ws.workspace_id, pool_id))
+
+
+@router.patch("/{pool_id}", response_model=PoolRead)
+async def update_pool(
+    pool_id: str,
+    body: PoolUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
+) -> Response:
+    svc = PoolService(session, settings)
+    await svc.update(ws.workspace_id, pool_id, body, now)
+    await session.flush()
+    return await commit_response(
+        session, None, 200, pool_read(await svc.view(ws.workspace_id, pool_id))
+    )
+
+
+@router.delete("/{pool_id}", status_code=204)
+async def delete_pool(
+    pool_id: str,
+    session: SessionDep,
+    state: StateDep,
+    ws: CurrentWorkspace,
+    force: bool = False,
+) -> Response:
+    media_ids = await PoolService(session, state.settings).delete(
+        ws.workspace_id, pool_id, force=force
+    )
+    keys = await delete_media(session, state.storage, media_ids)
+    await session.commit()
+    for key in keys:
+        await state.storage.delete(key)
+    return Response(status_code=204)
+
+
+@router.post("/{pool_id}/slots", status_code=201, response_model=SlotRead)
+async def create_slot(
+    pool_id: str,
+    body: SlotIn,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
+    idem: Idempotency,
+) -> Response:
+    svc = PoolService(session, settings)
+    slot = await svc.add_slot(ws.workspace_id, pool_id, body, now)
+    pool = await svc.get(ws.workspace_id, pool_id)
+    return await commit_response(session, idem, 201, slot_read(await svc.slot_view(pool, slot.id)))
+
+
+@router.patch("/{pool_id}/slots/{slot_id}", response_model=SlotRead)
+async def update_slot(
+    pool_id: str,
+    slot_id: str,
+    body: SlotUpdate,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
+) -> Response:
+    svc = PoolService(session, settings)
+    await svc.update_slot(ws.workspace_id, pool_id, slot_id, body, now)
+    pool = await svc.get(ws.workspace_id, pool_id)
+    return await commit_response(session, None, 200, slot_read(await svc.slot_view(pool, slot_id)))
+
+
+@router.delete("/{pool_id}/slots/{slot_id}", status_code=204)
+async def delete_slot(
+    pool_id: str, slot_id: str, session: SessionDep, settings: SettingsDep, ws: CurrentWorkspace
+) -> Response:
+    await PoolService(session, settings).delete_slot(ws.workspace_id, pool_id, slot_id)
+    await session.commit()
+    return Response(status_code=204)
+
+
+@router.get("/{pool_id}/schedule", response_model=ScheduleRead)
+async def pool_schedule(
+    pool_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
+    limit: Annotated[int, Query(ge=1)] = 20,
+    assume_active: Annotated[
+        bool, Query(description="Preview a paused pool as if it were resumed now.")
+    ] = False,
+) -> ScheduleRead:
+    limit = min(limit, settings.schedule_preview_max)
+    coming = await PoolService(session, settings).schedule(
+        ws.workspace_id, pool_id, limit=limit, now=now, assume_active=assume_active
+    )
+    return ScheduleRead(
+        items=[
+            ScheduleEntry(
+                slot_id=c.slot.slot.id,
+                at=c.occurrence.at,
+                local_date=c.occurrence.local_date.isoformat(),
+                account_ids=c.slot.account_ids,
+                item_id=c.item_id,
+            )
+            for c in coming
+        ]
+    )
+
+
+@router.get("/{pool_id}/firings", response_model=Page[FiringRead])
+async def pool_firings(
+    pool_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    limit: Annotated[int | None, Query()] = None,
+    cursor: str | None = None,
+) -> Page[FiringRead]:
+    rows, nxt = await PoolService(session, settings).firings(
+        ws.workspace_id, pool_id, limit=clamp_limit(limit), cursor=cursor
+    )
+    return Page(items=[firing_read(f) for f in rows], next_cursor=nxt)

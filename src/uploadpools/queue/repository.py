@@ -1,0 +1,119 @@
+"""SQL for the FIFO queue. Order is (seq, id); every writer holds the pool row lock."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from uploadpools.models import Delivery, Media, QueueItem
+
+STEP = 1 << 20
+
+
+class QueueRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, pool_id: str, item_id: str) -> QueueItem | None:
+        return await self.session.scalar(
+            select(QueueItem).where(QueueItem.id == item_id, QueueItem.pool_id == pool_id)
+        )
+
+    async def back_seq(self, pool_id: str) -> int:
+        top = await self.session.scalar(
+            select(func.max(QueueItem.seq)).where(QueueItem.pool_id == pool_id)
+        )
+        return (top or 0) + STEP
+
+    async def front_seq(self, pool_id: str) -> int:
+        low = await self.session.scalar(
+            select(func.min(QueueItem.seq)).where(
+                QueueItem.pool_id == pool_id, QueueItem.status == "queued"
+            )
+        )
+        return (low - STEP) if low is not None else await self.back_seq(pool_id)
+
+    async def queued_order(self, pool_id: str) -> list[tuple[str, int]]:
+        rows = await self.session.execute(
+            select(QueueItem.id, QueueItem.seq)
+            .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+            .order_by(QueueItem.seq, QueueItem.id)
+        )
+        return [(r[0], r[1]) for r in rows.all()]
+
+    async def set_seqs(self, seqs: dict[str, int]) -> None:
+        for item_id, seq in seqs.items():
+            await self.session.execute(
+                update(QueueItem).where(QueueItem.id == item_id).values(seq=seq)
+            )
+
+    async def rank_of(self, item: QueueItem) -> int:
+        """0-based place of a queued item in its pool's queue."""
+        n = await self.session.scalar(
+            select(func.count())
+            .select_from(QueueItem)
+            .where(
+                QueueItem.pool_id == item.pool_id,
+                QueueItem.status == "queued",
+                or_(
+                    QueueItem.seq < item.seq,
+                    and_(QueueItem.seq == item.seq, QueueItem.id < item.id),
+                ),
+            )
+        )
+        return int(n or 0)
+
+    async def page(
+        self,
+        pool_id: str,
+        *,
+        status: str | None,
+        after: tuple[int, str] | str | None,
+        limit: int,
+    ) -> list[QueueItem]:
+        q = select(QueueItem).where(QueueItem.pool_id == pool_id)
+        if status == "queued":
+            q = q.where(QueueItem.status == "queued")
+            if isinstance(after, tuple):
+                seq, item_id = after
+                q = q.where(
+                    or_(QueueItem.seq > seq, and_(QueueItem.seq == seq, QueueItem.id > item_id))
+                )
+            q = q.order_by(QueueItem.seq, QueueItem.id)
+        else:
+            if status is not None:
+                q = q.where(QueueItem.status == status)
+            if isinstance(after, str):
+                q = q.where(QueueItem.id < after)
+            q = q.order_by(QueueItem.id.desc())
+        return list((await self.session.scalars(q.limit(limit))).all())
+
+    async def media_of(self, media_ids: Sequence[str]) -> dict[str, Media]:
+        if not media_ids:
+            return {}
+        rows = await self.session.scalars(select(Media).where(Media.id.in_(media_ids)))
+        return {m.id: m for m in rows.all()}
+
+    async def deliveries_of(self, item_ids: Sequence[str]) -> dict[str, list[Delivery]]:
+        out: dict[str, list[Delivery]] = {i: [] for i in item_ids}
+        if not item_ids:
+            return out
+        rows = await self.session.scalars(
+            select(Delivery).where(Delivery.item_id.in_(item_ids)).order_by(Delivery.id)
+        )
+        for d in rows.all():
+            out[d.item_id].append(d)
+        return out
+
+    async def skipped(self, pool_id: str) -> list[QueueItem]:
+        return list(
+            (
+                await self.session.scalars(
+                    select(QueueItem)
+                    .where(QueueItem.pool_id == pool_id, QueueItem.status == "skipped")
+                    .order_by(QueueItem.seq, QueueItem.id)
+                )
+            ).all()
+        )

@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from uploadpools.config import Settings
+from uploadpools.exceptions import Conflict, NotFound
+from uploadpools.kit.pagination import decode_cursor, encode_cursor
+from uploadpools.models import Media, Pool, QueueItem
+from uploadpools.pools import forecast
+from uploadpools.pools.repository import PoolRepository, SlotView
+from uploadpools.queue.repository import STEP, QueueRepository
+from uploadpools.queue.schemas import (
+    DeliveryRead,
+    ItemFields,
+    ItemRead,
+    ItemUpdate,
+    MediaRead,
+)
+
+
+class ItemNotFound(NotFound):
+    title = "Video not found"
+
+
+class ItemStateConflict(Conflict):
+    title = "Video is not in a state that allows this"
+
+
+class QueueService:
+    def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
+        self.settings = settings
+        self.repo = QueueRepository(session)
+        self.pools = PoolRepository(session)
+
+    async def enqueue(
+        self,
+        pool: Pool,
+        media: Media,
+        fields: ItemFields,
+        now: datetime,
+        *,
+        user_id: str | None = None,
+    ) -> QueueItem:
+        """Append to the back of the queue. The caller holds the pool row lock."""
+        item = QueueItem(
+            workspace_id=pool.workspace_id,
+            pool_id=pool.id,
+            media_id=media.id,
+            status="queued",
+            seq=await self.repo.back_seq(pool.id),
+            title=fields.title,
+            caption=fields.caption,
+            options=fields.options,
+            enqueued_at=now,
+        )
+        self.session.add(item)
+        # A new video ends the pool's empty spell: the next dry run is news again.
+        pool.empty_since = None
+        await self.session.flush()
+        return item
+
+    async def get(self, pool: Pool, item_id: str) -> QueueItem:
+        item = await self.repo.get(pool.id, item_id)
+        if item is None:
+            raise ItemNotFound("no such video in this pool")
+        return item
+
+    async def list(
+        self, pool: Pool, *, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[QueueItem], str | None]:
+        after: tuple[int, str] | str | None = None
+        if cursor:
+            if status == "queued":
+                seq, item_id = decode_cursor(cursor, 2)
+                after = (int(seq), str(item_id))
+            else:
+                after = str(decode_cursor(cursor, 1)[0])
+        items = await self.repo.page(pool.id, status=status, after=after, limit=limit + 1)
+        more = len(items) > limit
+        items = items[:limit]
+        nxt = None
+        if more and items:
+            last = items[-1]
+            nxt = encode_cursor(last.seq, last.id) if status == "queued" else encode_cursor(last.id)
+        return items, nxt
+
+    async def move(self, item: QueueItem, index: int) -> None:
+        """Put a queued item at 0-based `index` of its queue (past the end = the back)."""
+        order = [(i, s) for i, s in await self.repo.queued_order(item.pool_id) if i != item.id]
+        index = min(index, len(order))
+        if not order:
+            return
+        if index == len(order):
+            item.seq = order[-1][1] + STEP
+            return
+        before = order[index - 1][1] if index > 0 else order[0][1] - 2 * STEP
+        after = order[index][1]
+        mid = (before + after) // 2
+        if before < mid < after:
+            item.seq = mid
+            return
+        # Out of room between neighbours: renumber the whole queue with fresh gaps.
+        order.insert(index, (item.id, 0))
+        fresh = {item_id: (n + 1) * STEP for n, (item_id, _) in enumerate(order)}
+        item.seq = fresh.pop(item.id)
+        await self.repo.set_seqs(fresh)
+
+    async def requeue(self, pool: Pool, item: QueueItem, *, front: bool, now: datetime) -> None:
+        if item.status != "skipped":
+            raise ItemStateConflict(
+                f"only a skipped video can be requeued; this one is {item.status}"
+            )
+        item.seq = await (self.repo.front_seq if front else self.repo.back_seq)(pool.id)
+        item.status = "queued"
+        item.skip_reason = None
+        item.skip_detail = None
+        item.dispatched_at = None
+        item.finished_at = None
+        item.enqueued_at = now
+        pool.empty_since = None
+        media = await self.session.get(Media, item.media_id)
+        if media is not None and media.state == "failed" and media.source_url:
+            # The fetch failed before; requeueing is the user saying "try that URL again".
+            media.state = "pending"
+            media.error = None
+            media.lease_until = None
+        await self.session.flush()
+
+    async def update(self, pool: Pool, item: QueueItem, data: ItemUpdate, now: datetime) -> None:
+        editable = ("queued", "skipped")
+        if item.status not in editable:
+            raise ItemStateConflict(f"a {item.status} video can no longer be edited")
+        if data.title is not None:
+            item.title = data.title
+        if data.caption is not None:
+            item.caption = data.caption
+        if data.options is not None:
+            item.options = data.options
+        if data.status == "queued" and item.status == "skipped":
+            await self.requeue(pool, item, front=data.position == 0, now=now)
+            if data.position not in (None, 0):
+                await self.move(item, data.position)
+        elif data.position is not None:
+            if item.status != "queued":
+                raise ItemStateConflict('requeue a skipped video with {"status": "queued"} first')
+            await self.move(item, data.position)
+        await self.session.flush()
+
+    async def delete(self, item: QueueItem) -> str:
+        if item.status not in ("queued", "skipped"):
+            raise ItemStateConflict(f"a {item.status} video cannot be removed")
+        media_id = item.media_id
+        await self.session.delete(item)
+        await self.session.flush()
+        return media_id
+
+    async def requeue_all(self, pool: Pool, *, front: bool, now: datetime) -> list[str]:
+        skipped = await self.repo.skipped(pool.id)
+        if not skipped:
+            return []
+        if front:
+            # Keep their relative order, ahead of everything queued now.
+            first = await self.repo.front_seq(pool.id)
+            seqs = [first - (len(skipped) - 1 - i) * STEP for i in range(len(skipped))]
+        else:
+            start = await self.repo.back_seq(pool.id)
+            seqs = [start + i * STEP for i in range(len(skipped))]
+        for item, seq in zip(skipped, seqs, strict=True):
+            await self.requeue(pool, item, front=False, now=now)
+            item.seq = seq
+        await self.session.flush()
+        return [i.id for i in skipped]
+
+    # -- read models -------------------------------------------------------------------------
+
+    async def read(
+        self,
+        pool: Pool,
+        items: Sequence[QueueItem],
+        now: datetime,
+        *,
+        contiguous: bool = False,
+        slots: list[SlotView] | None = None,
+    ) -> list[ItemRead]:
+        """API views of items; `contiguous` when `items` is a run of the queue in order."""
+        media = await self.repo.media_of([i.media_id for i in items])
+        deliveries = await self.repo.deliveries_of([i.id for i in items])
+        queued = sorted((i for i in items if i.status == "queued"), key=lambda i: (i.seq, i.id))
+        ranks: dict[str, int] = {}
+        if queued:
+            first = await self.repo.rank_of(queued[0])
+            for n, item in enumerate(queued):
+                # A page listed in queue order is contiguous: ranks follow from the first.
+                ranks[item.id] = first + n if contiguous else await self.repo.rank_of(item)
+        expected: dict[str, datetime] = {}
+        if ranks and pool.state == "active":
+            if slots is None:
+                slots = (await self.pools.slots_of([pool.id])).get(pool.id, [])
+            wanted = sorted(set(ranks.values()))
+            by_rank: dict[int, datetime] = {}
+            if forecast.firing_slots(slots):
+                top = wanted[-1]
+                for n, (_slot, occ) in enumerate(forecast.occurrences(pool, slots, now)):
+                    if n > top:
+                        break
+                    by_rank[n] = occ.at
+            expected = {iid: by_rank[r] for iid, r in ranks.items() if r in by_rank}
+        out = []
+        for item in items:
+            m = media[item.media_id]
+            out.append(
+                ItemRead(
+                    id=item.id,
+                    pool_id=item.pool_id,
+                    status=item.status,  # type: ignore[arg-type]
+                    position=ranks.get(item.id),
+                    title=item.title,
+                    caption=item.caption,
+                    options=item.options,
+                    media=MediaRead(
+                        state=m.state,  # type: ignore[arg-type]
+                        size=m.size,
+                        duration_s=m.duration_s,
+                        width=m.width,
+                        height=m.height,
+                        content_type=m.content_type,
+                        sha256=m.sha256,
+                        error=m.error,
+                    ),
+                    expected_at=expected.get(item.id),
+                    deliveries=[
+                        DeliveryRead(
+                            account_id=d.account_id,
+                            platform=d.platform,
+                            status=d.status,  # type: ignore[arg-type]
+                            reason=d.reason,
+                            detail=d.detail,
+                            remote_id=d.remote_id,
+                            remote_url=d.remote_url,
+                            attempts=d.attempts,
+                            finished_at=d.finished_at,
+                        )
+                        for d in deliveries[item.id]
+                    ],
+                    skip_reason=item.skip_reason,
+                    skip_detail=item.skip_detail,
+                    enqueued_at=item.enqueued_at,
+                    dispatched_at=item.dispatched_at,
+                )
+            )
+        return out

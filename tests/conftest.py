@@ -1,0 +1,228 @@
+"""Fixtures shared by the suite.
+
+Every test that takes `settings` (directly or through `app`/`client`) runs twice: on
+SQLite and on PostgreSQL. PostgreSQL comes from UPLOADPOOLS_TEST_POSTGRES_URL; when
+UPLOADPOOLS_TEST_REQUIRE_POSTGRES or CI is set and it is missing, the run fails instead of
+quietly testing SQLite alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+import uploadpools.models  # noqa: F401
+from uploadpools.app import create_app
+from uploadpools.config import Settings
+from uploadpools.kit.clock import FrozenClock
+from uploadpools.store.base import Base
+from uploadpools.store.migrate import run_upgrade
+
+PG_URL = os.environ.get("UPLOADPOOLS_TEST_POSTGRES_URL", "").strip()
+REQUIRE_PG = bool(os.environ.get("UPLOADPOOLS_TEST_REQUIRE_POSTGRES") or os.environ.get("CI"))
+SECRET = "test-secret-key-0123456789abcdef-0123456789"
+START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if REQUIRE_PG and not PG_URL:
+        raise pytest.UsageError(
+            "PostgreSQL is required here (CI or UPLOADPOOLS_TEST_REQUIRE_POSTGRES is set) "
+            "but UPLOADPOOLS_TEST_POSTGRES_URL is empty"
+        )
+
+
+def _pg_admin_url() -> str:
+    return PG_URL.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A private database for this run, migrated once, dropped at the end."""
+    if not PG_URL:
+        pytest.skip("no PostgreSQL (set UPLOADPOOLS_TEST_POSTGRES_URL)")
+    name = f"uploadpools_test_{uuid.uuid4().hex[:10]}"
+    admin = _pg_admin_url()
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    base, _, _ = admin.rpartition("/")
+    url = f"{base}/{name}"
+    run_upgrade(Settings(_env_file=None, database_url=url, secret_key=SECRET))  # type: ignore[call-arg]
+    try:
+        yield url
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    run_upgrade(Settings(_env_file=None, database_url=f"sqlite:///{path}", secret_key=SECRET))  # type: ignore[call-arg]
+    return path
+
+
+def _truncate(url: str) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f"TRUNCATE {tables} CASCADE")
+        finally:
+            await conn.close()
+
+    asyncio.run(go())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("pg_database")
+        _truncate(url)
+        return url
+    template: Path = request.getfixturevalue("sqlite_template")
+    db = tmp_path / "uploadpools.db"
+    shutil.copyfile(template, db)
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        env="test",
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        secret_key=SECRET,
+        public_url="http://testserver",
+    )
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(START)
+
+
+@pytest.fixture
+async def app(settings: Settings, clock: FrozenClock) -> AsyncIterator[object]:
+    application = create_app(settings, clock=clock, run_background=False)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c
+
+
+@dataclass
+class Tenant:
+    email: str
+    user_id: str
+    workspace_id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest.fixture
+def make_tenant(app: object, clock: FrozenClock):  # type: ignore[no-untyped-def]
+    from uploadpools.auth.service import create_api_key, create_user
+    from uploadpools.store.engine import session_scope
+
+    counter = iter(range(1000))
+
+    async def make(*, plan: str = "free", quota: int = 13) -> Tenant:
+        state = app.state.uploadpools  # type: ignore[attr-defined]
+        email = f"user{next(counter)}-{uuid.uuid4().hex[:6]}@example.com"
+        async with session_scope(state.maker) as session:
+            user, ws = await create_user(
+                session, email=email, password="pw-123456", now=clock.now(), plan=plan, quota=quota
+            )
+            _, key = await create_api_key(
+                session, workspace_id=ws.id, user_id=user.id, name="test", now=clock.now()
+            )
+        return Tenant(email, user.id, ws.id, key)
+
+    return make
+
+
+@pytest.fixture
+async def tenant(make_tenant) -> Tenant:  # type: ignore[no-untyped-def]
+    t: Tenant = await make_tenant()
+    return t
+
+
+@pytest.fixture
+def allow_loopback(settings: Settings) -> Settings:
+    """Let outbound fetches reach this machine's own test servers."""
+    settings.private_networks_allowed = ["127.0.0.0/8"]
+    return settings
+
+
+@dataclass
+class FileServer:
+    root: Path
+    port: int
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    """A real HTTP server on 127.0.0.1 serving files from a temp directory."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "served"
+    root.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FileServer(root, server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from media_samples import make_mp4
+
+    return make_mp4(tmp_path_factory.mktemp("media") / "sample.mp4", seconds=1.0)

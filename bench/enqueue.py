@@ -1,0 +1,566 @@
+"""Enqueue benchmark: JSON enqueues per second, their latency, and a big streamed upload.
+
+    .venv/bin/python bench/enqueue.py [--store sqlite|postgres] [--requests N]
+        [--concurrency C] [--upload-mb M] [--client-procs P]
+
+Starts a real ``uploadpools serve`` on a fresh temp data dir (and, with
+``--store postgres``, a fresh database that is dropped afterwards), then:
+
+1. JSON phase: a warm-up, then N ``POST /api/v1/pools/{id}/videos`` with
+   ``{"video_url", "title"}`` from C concurrent keep-alive connections; every
+   answer must be 201. The ``video_url`` points at a small real MP4 served by
+   this process, so the server's media fetcher really downloads and probes
+   each one in the background, as in production.
+2. Waits for that fetch backlog to drain and checks every item's media is ready.
+3. Upload phase: one multipart upload of a ~M MB H.264 MP4, streamed from disk.
+
+The server's RSS (with any children) is sampled every 50 ms throughout. The
+last line printed is the summary:
+
+    enqueue: rate=<n>/s p99=<x>ms upload=<y>MB/s rss=<z>MB
+
+"MB" is MiB. See bench/README.md for the figures and how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import multiprocessing
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from _common import (
+    MB,
+    FileServer,
+    RssSampler,
+    ServerProcess,
+    cached_large_mp4,
+    cpu_seconds,
+    free_port,
+    install_sigterm_as_exit,
+    make_small_mp4,
+    quantiles_ms,
+    temporary_postgres_database,
+)
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+WARMUP_REQUESTS = 200
+FETCH_DRAIN_TIMEOUT_S = 900.0
+
+# What the product promises (checked and shown in the report; not an exit status).
+GOAL_RATE = 1000.0
+GOAL_P99_MS = 50.0
+GOAL_RSS_MB = 150.0
+
+
+class BenchFailed(Exception):
+    """The run cannot produce honest figures (a request failed, a check did not hold)."""
+
+
+# -- the JSON load generator ---------------------------------------------------------------
+
+
+@dataclass
+class LoadSpec:
+    base_url: str
+    api_key: str
+    pool_id: str
+    video_url: str
+    first: int  # index of this client's first request (for titles)
+    count: int
+    warmup: int
+    concurrency: int
+
+
+@dataclass
+class LoadResult:
+    latencies: list[float] = field(default_factory=list)  # seconds, measured requests only
+    statuses: Counter[str] = field(default_factory=Counter)  # warm-up included
+    errors: list[str] = field(default_factory=list)  # a few samples of non-201 answers
+    started: float = 0.0  # time.monotonic(), system-wide on Linux, so comparable across processes
+    finished: float = 0.0
+    cpu_s: float = 0.0  # CPU time of the client's event-loop thread during the measured part
+
+
+async def _drive(
+    client: httpx.AsyncClient,
+    spec: LoadSpec,
+    indices: range,
+    result: LoadResult,
+    *,
+    label: str,
+    record: bool,
+) -> None:
+    path = f"/api/v1/pools/{spec.pool_id}/videos"
+    it = iter(indices)  # shared by the workers; safe, nothing awaits between next() calls
+
+    async def worker() -> None:
+        for i in it:
+            body = {"video_url": spec.video_url, "title": f"{label} {i}"}
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(path, json=body)
+                status = str(response.status_code)
+            except httpx.HTTPError as exc:
+                response = None
+                status = type(exc).__name__
+            elapsed = time.perf_counter() - t0
+            if record:
+                result.latencies.append(elapsed)
+            result.statuses[status] += 1
+            if status != "201" and len(result.errors) < 5:
+                detail = response.text[:300] if response is not None else ""
+                result.errors.append(f"{status} {detail}".strip())
+
+    await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+
+
+async def run_load(spec: LoadSpec, on_start: Callable[[], None] | None = None) -> LoadResult:
+    """Warm up, call ``on_start`` (a barrier or a bookkeeping hook), then the measured run."""
+    limits = httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency)
+    headers = {"Authorization": f"Bearer {spec.api_key}"}
+    result = LoadResult()
+    async with httpx.AsyncClient(
+        base_url=spec.base_url, headers=headers, limits=limits, timeout=60.0
+    ) as client:
+        if spec.warmup:
+            await _drive(
+                client, spec, range(spec.warmup), result, label="warm-up", record=False
+            )
+        if on_start is not None:
+            on_start()
+        result.started = time.monotonic()
+        cpu0 = time.thread_time()
+        await _drive(
+            client,
+            spec,
+            range(spec.first, spec.first + spec.count),
+            result,
+            label="bench",
+            record=True,
+        )
+        result.cpu_s = time.thread_time() - cpu0
+        result.finished = time.monotonic()
+    return result
+
+
+def _client_process(spec: LoadSpec, barrier: Any, results: Any) -> None:
+    """Entry point of one client process (``--client-procs`` > 1)."""
+    try:
+        results.put(asyncio.run(run_load(spec, on_start=lambda: barrier.wait(300))))
+    except BaseException as exc:
+        barrier.abort()
+        results.put(f"client process failed: {exc!r}\n{traceback.format_exc()}")
+
+
+@dataclass
+class PhaseStats:
+    wall_s: float
+    result: LoadResult
+    client_cpu_s: float
+    server_cpu_s: float
+
+
+def json_phase(
+    args: argparse.Namespace,
+    base: LoadSpec,
+    server: psutil.Process,
+    sampler: RssSampler,
+) -> PhaseStats:
+    marks: dict[str, float] = {}
+
+    def started() -> None:
+        sampler.phase = "json"
+        marks["server_cpu0"] = cpu_seconds(server)
+
+    procs = max(1, args.client_procs)
+    if procs == 1:
+        sampler.phase = "json warm-up"
+        result = asyncio.run(run_load(base, on_start=started))
+        combined = result
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        barrier = ctx.Barrier(procs + 1)
+        queue = ctx.Queue()
+        children = []
+        first = base.first
+        for k in range(procs):
+            count = base.count // procs + (1 if k < base.count % procs else 0)
+            conc = max(1, base.concurrency // procs + (1 if k < base.concurrency % procs else 0))
+            spec = LoadSpec(
+                base.base_url,
+                base.api_key,
+                base.pool_id,
+                base.video_url,
+                first=first,
+                count=count,
+                warmup=base.warmup // procs,
+                concurrency=conc,
+            )
+            first += count
+            p = ctx.Process(target=_client_process, args=(spec, barrier, queue), daemon=True)
+            p.start()
+            children.append(p)
+        sampler.phase = "json warm-up"
+        try:
+            barrier.wait(300)
+            started()
+            parts = [queue.get(timeout=3600) for _ in children]
+        finally:
+            for p in children:
+                p.join(10)
+                if p.is_alive():
+                    p.terminate()
+        failures = [p for p in parts if isinstance(p, str)]
+        if failures:
+            raise BenchFailed(failures[0])
+        combined = LoadResult(
+            started=min(p.started for p in parts), finished=max(p.finished for p in parts)
+        )
+        for p in parts:
+            combined.latencies.extend(p.latencies)
+            combined.statuses.update(p.statuses)
+            combined.errors.extend(p.errors)
+            combined.cpu_s += p.cpu_s
+    server_cpu = cpu_seconds(server) - marks["server_cpu0"]
+    sampler.phase = "after json"
+    return PhaseStats(
+        wall_s=combined.finished - combined.started,
+        result=combined,
+        client_cpu_s=combined.cpu_s,
+        server_cpu_s=server_cpu,
+    )
+
+
+# -- after the JSON phase: the background fetches ------------------------------------------
+
+
+def media_states(client: httpx.Client, pool_id: str) -> Counter[str]:
+    """Count every item of the pool by media state (walks the whole list)."""
+    counts: Counter[str] = Counter()
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        r = client.get(f"/api/v1/pools/{pool_id}/videos", params=params)
+        r.raise_for_status()
+        page = r.json()
+        for item in page["items"]:
+            counts[item["media"]["state"]] += 1
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return counts
+
+
+def wait_for_fetches(client: httpx.Client, pool_id: str) -> tuple[float, Counter[str]]:
+    """Wait until no item's media is pending; returns (seconds waited, media state counts)."""
+    t0 = time.monotonic()
+    # Cheap poll first: the newest item is among the last to be fetched.
+    while True:
+        r = client.get(f"/api/v1/pools/{pool_id}/videos", params={"limit": 1})
+        r.raise_for_status()
+        items = r.json()["items"]
+        if not items or items[0]["media"]["state"] != "pending":
+            break
+        if time.monotonic() - t0 > FETCH_DRAIN_TIMEOUT_S:
+            raise BenchFailed("the background fetches did not finish in time")
+        time.sleep(0.2)
+    while True:
+        counts = media_states(client, pool_id)
+        if not counts["pending"]:
+            return time.monotonic() - t0, counts
+        if time.monotonic() - t0 > FETCH_DRAIN_TIMEOUT_S:
+            raise BenchFailed(f"the background fetches did not finish in time: {dict(counts)}")
+        time.sleep(0.5)
+
+
+# -- the upload phase ----------------------------------------------------------------------
+
+
+class _TimedFile(io.FileIO):
+    """A file whose reads note when the last byte was handed to the HTTP client."""
+
+    eof_at: float | None = None
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = super().read(size)
+        if not data and self.eof_at is None:
+            self.eof_at = time.perf_counter()
+        return data
+
+
+@dataclass
+class UploadStats:
+    size: int
+    total_s: float
+    send_s: float
+    answer_after_body_s: float
+    client_cpu_s: float
+    server_cpu_s: float
+    item: dict[str, Any]
+
+
+def upload_phase(
+    client: httpx.Client, pool_id: str, path: Path, server: psutil.Process, sampler: RssSampler
+) -> UploadStats:
+    size = path.stat().st_size
+    sampler.phase = "upload"
+    server_cpu0 = cpu_seconds(server)
+    client_cpu0 = time.thread_time()
+    with _TimedFile(path, "rb") as fh:
+        t0 = time.perf_counter()
+        r = client.post(
+            f"/api/v1/pools/{pool_id}/videos",
+            data={"title": "bench upload"},
+            files={"file": (path.name, fh, "video/mp4")},
+            timeout=httpx.Timeout(1800.0, connect=10.0),
+        )
+        t1 = time.perf_counter()
+        eof_at = fh.eof_at or t1
+    client_cpu = time.thread_time() - client_cpu0
+    server_cpu = cpu_seconds(server) - server_cpu0
+    sampler.phase = "after upload"
+    if r.status_code != 201:
+        raise BenchFailed(f"the upload answered {r.status_code}: {r.text[:500]}")
+    item = r.json()
+    media = item["media"]
+    if media["state"] != "ready" or media["size"] != size:
+        raise BenchFailed(f"the uploaded media is not as sent: {media}")
+    return UploadStats(
+        size=size,
+        total_s=t1 - t0,
+        send_s=eof_at - t0,
+        answer_after_body_s=t1 - eof_at,
+        client_cpu_s=client_cpu,
+        server_cpu_s=server_cpu,
+        item=item,
+    )
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,
+                   help="server to create the run's throw-away database on (with --store postgres)")
+    p.add_argument("--requests", type=int, default=5000, help="measured JSON enqueues (N)")
+    p.add_argument("--concurrency", type=int, default=32, help="concurrent connections (C)")
+    p.add_argument("--upload-mb", type=int, default=1024, help="upload size in MB; 0 skips it")
+    p.add_argument("--client-procs", type=int, default=1,
+                   help="client processes sharing N and C (default 1; see README)")
+    p.add_argument("--warmup", type=int, default=WARMUP_REQUESTS, help="unmeasured requests first")
+    p.add_argument("--pool-state", choices=("paused", "active"), default="paused",
+                   help="state of the pool enqueued to (active pools forecast expected_at)")
+    p.add_argument("--no-engine", action="store_true",
+                   help="serve with --no-engine: no background fetches of the video_urls")
+    args = p.parse_args(argv)
+    if args.requests < 0 or args.concurrency < 1 or args.upload_mb < 0 or args.client_procs < 1:
+        p.error("--requests and --upload-mb must be >= 0, --concurrency and --client-procs >= 1")
+    return args
+
+
+def setup_pool(client: httpx.Client, state: str) -> str:
+    r = client.post(
+        "/api/v1/accounts", json={"platform": "folder", "name": "bench", "config": {"path": "bench"}}
+    )
+    if r.status_code != 201:
+        raise BenchFailed(f"creating the account answered {r.status_code}: {r.text[:500]}")
+    account_id = r.json()["id"]
+    r = client.post(
+        "/api/v1/pools",
+        json={
+            "name": "bench",
+            "timezone": "UTC",
+            "state": state,
+            "slots": [{"time": "09:00", "account_ids": [account_id]}],
+        },
+    )
+    if r.status_code != 201:
+        raise BenchFailed(f"creating the pool answered {r.status_code}: {r.text[:500]}")
+    return str(r.json()["id"])
+
+
+def _pct(cpu_s: float, wall_s: float) -> str:
+    return f"{100 * cpu_s / wall_s:.0f}%" if wall_s > 0 else "-"
+
+
+def _ok(good: bool) -> str:
+    return "ok" if good else "MISSED"
+
+
+def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> str:
+    out = print
+    # Inputs first, so generating them is neither timed nor sampled.
+    small = make_small_mp4(workdir / "small.mp4").read_bytes()
+    upload_path = None
+    if args.upload_mb:
+        t0 = time.monotonic()
+        upload_path = cached_large_mp4(args.upload_mb)
+        took = time.monotonic() - t0
+        note = f"generated in {took:.1f} s" if took > 1 else "cached"
+        out(f"upload file: {upload_path} ({upload_path.stat().st_size / MB:.0f} MB, {note})")
+
+    data_dir = workdir / "data"
+    settings = {
+        "UPLOADPOOLS_DATA_DIR": str(data_dir),
+        "UPLOADPOOLS_PRIVATE_NETWORKS_ALLOWED": "127.0.0.1/32",
+        "UPLOADPOOLS_MAX_UPLOAD_BYTES": str(max(64 * MB, 2 * args.upload_mb * MB)),
+    }
+    if database_url:
+        settings["UPLOADPOOLS_DATABASE_URL"] = database_url
+
+    with FileServer({"/v.mp4": small}) as files:
+        server = ServerProcess(
+            workdir,
+            settings,
+            port=free_port(),
+            extra_args=["--no-engine"] if args.no_engine else [],
+        )
+        server.start()
+        sampler = RssSampler(server.pid)
+        sampler.start()
+        try:
+            t0 = time.monotonic()
+            server.wait_ready()
+            out(f"server: pid {server.pid}, {server.base_url}, ready in {time.monotonic() - t0:.1f} s")
+            sampler.phase = "idle"
+            api_key = server.credentials(data_dir)["api_key"]
+            proc = psutil.Process(server.pid)
+            headers = {"Authorization": f"Bearer {api_key}"}
+            with httpx.Client(base_url=server.base_url, headers=headers, timeout=60.0) as client:
+                pool_id = setup_pool(client, args.pool_state)
+                idle_rss = sampler.last
+
+                spec = LoadSpec(
+                    server.base_url, api_key, pool_id, files.url("/v.mp4"),
+                    first=0, count=args.requests, warmup=args.warmup,
+                    concurrency=args.concurrency,
+                )  # fmt: skip
+                js = json_phase(args, spec, proc, sampler)
+                res = js.result
+                bad = {k: v for k, v in res.statuses.items() if k != "201"}
+                if bad:
+                    raise BenchFailed(
+                        f"not every enqueue answered 201: {dict(res.statuses)}; e.g. "
+                        + " | ".join(res.errors)
+                    )
+                if len(res.latencies) != args.requests:
+                    raise BenchFailed(f"{len(res.latencies)} of {args.requests} requests measured")
+
+                drain_s, states = 0.0, Counter[str]()
+                if not args.no_engine:
+                    sampler.phase = "fetch backlog"
+                    drain_s, states = wait_for_fetches(client, pool_id)
+                    want = args.requests + args.warmup
+                    if states["ready"] != want:
+                        raise BenchFailed(
+                            f"after the fetches, media states are {dict(states)}; "
+                            f"expected {want} ready"
+                        )
+                fetched_by_us = files.requests
+
+                up = None
+                if upload_path is not None:
+                    up = upload_phase(client, pool_id, upload_path, proc, sampler)
+        finally:
+            sampler.stop()
+            status = server.stop()
+        problems = server.log_problems()
+
+    # -- report --
+    q = quantiles_ms(res.latencies)
+    rate = args.requests / js.wall_s if js.wall_s > 0 else 0.0
+    peaks = {k: v / MB for k, v in sampler.peaks.items()}
+    rss_peak = sampler.peak / MB
+    out("")
+    out(f"== uploadpools enqueue benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC ==")
+    out(
+        f"store {args.store}; {psutil.cpu_count()} CPUs; pool {args.pool_state}; "
+        f"engine {'off' if args.no_engine else 'on'}; "
+        f"client: {args.client_procs} process(es), httpx, {args.concurrency} keep-alive connections"
+    )
+    out(
+        f"JSON enqueue: {args.requests} requests (+{args.warmup} warm-up) in {js.wall_s:.2f} s"
+        f" = {rate:.0f}/s   [goal >= {GOAL_RATE:.0f}/s: {_ok(rate >= GOAL_RATE)}]"
+    )
+    out(
+        f"  latency ms: p50 {q['p50']:.1f}  p90 {q['p90']:.1f}  p99 {q['p99']:.1f}"
+        f"  max {q['max']:.1f}   [goal p99 < {GOAL_P99_MS:.0f}: {_ok(q['p99'] < GOAL_P99_MS)}]"
+    )
+    out(
+        f"  CPU during the phase: server {_pct(js.server_cpu_s, js.wall_s)} of a core, "
+        f"client event loop(s) {_pct(js.client_cpu_s, js.wall_s)}"
+        f" ({js.client_cpu_s / max(1, args.requests) * 1e6:.0f} us/request client,"
+        f" {js.server_cpu_s / max(1, args.requests) * 1e6:.0f} us/request server)"
+    )
+    if not args.no_engine:
+        out(
+            f"  background fetches: {states['ready']} video_urls fetched and probed "
+            f"({fetched_by_us} GETs served); backlog drained {drain_s:.1f} s after the phase"
+        )
+    if up is not None:
+        mbps = up.size / MB / up.total_s
+        out(
+            f"upload: {up.size / MB:.0f} MB in {up.total_s:.2f} s = {mbps:.1f} MB/s "
+            f"(body sent in {up.send_s:.2f} s; answer {up.answer_after_body_s * 1000:.0f} ms "
+            f"after the last byte)"
+        )
+        out(
+            f"  CPU during the upload: server {_pct(up.server_cpu_s, up.total_s)}, "
+            f"client {_pct(up.client_cpu_s, up.total_s)}; "
+            f"media {up.item['media']['content_type']}, {up.item['media']['duration_s']:.1f} s, "
+            f"{up.item['media']['width']}x{up.item['media']['height']}"
+        )
+    else:
+        mbps = 0.0
+    out(
+        f"server RSS: idle {idle_rss / MB:.0f} MB; peak "
+        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+        + f" MB; overall {rss_peak:.0f} MB ({sampler.samples} samples)"
+        + f"   [goal < {GOAL_RSS_MB:.0f} MB: {_ok(rss_peak < GOAL_RSS_MB)}]"
+    )
+    if problems:
+        out(f"server log: {len(problems)} warning/error line(s), e.g. {problems[0][:200]}")
+    if status not in (0, None):
+        out(f"server exit status after SIGTERM: {status}")
+    return f"enqueue: rate={rate:.0f}/s p99={q['p99']:.1f}ms upload={mbps:.1f}MB/s rss={rss_peak:.0f}MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    install_sigterm_as_exit()
+    workdir = Path(tempfile.mkdtemp(prefix="uploadpools-bench-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            database_url = None
+            if args.store == "postgres":
+                database_url = stack.enter_context(temporary_postgres_database(args.postgres_url))
+            summary = run(args, workdir, database_url)
+    except BenchFailed as exc:
+        print(f"enqueue: FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

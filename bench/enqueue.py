@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import io
+import json
 import multiprocessing
 import shutil
 import sys
@@ -84,6 +85,7 @@ class LoadSpec:
     count: int
     warmup: int
     concurrency: int
+    client: str = "httpx"  # "httpx" or "raw"
 
 
 @dataclass
@@ -96,8 +98,102 @@ class LoadResult:
     cpu_s: float = 0.0  # CPU time of the client's event-loop thread during the measured part
 
 
+class _HttpxSender:
+    """One keep-alive connection through its own ``httpx.AsyncClient``.
+
+    One client per connection rather than one client with a pool of C: httpx's
+    shared pool gets slower per request as C grows (measured against a trivial
+    server: ~1 ms of client CPU per request at C=8, ~3 ms at C=32, with
+    multi-second stalls), which would make the client the bottleneck.
+    """
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.client = httpx.AsyncClient(
+            base_url=spec.base_url,
+            headers={"Authorization": f"Bearer {spec.api_key}"},
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+            timeout=60.0,
+        )
+
+    async def post_json(self, path: str, body: bytes) -> tuple[str, str]:
+        try:
+            r = await self.client.post(
+                path, content=body, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            return type(exc).__name__, str(exc)
+        return str(r.status_code), r.text if r.status_code != 201 else ""
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class _RawSender:
+    """A minimal HTTP/1.1 keep-alive client on an asyncio stream (``--client raw``).
+
+    It only speaks what this benchmark needs (a POST with a Content-Length body,
+    answers with a Content-Length), at a fraction of httpx's CPU cost per
+    request, so that on a small machine the client does not eat the CPU the
+    server needs.
+    """
+
+    def __init__(self, spec: LoadSpec) -> None:
+        url = httpx.URL(spec.base_url)
+        self.host = url.host
+        self.port = url.port or 80
+        self.head = (
+            f"Host: {self.host}:{self.port}\r\nAuthorization: Bearer {spec.api_key}\r\n"
+            "Content-Type: application/json\r\n"
+        ).encode()
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, path: str, body: bytes) -> tuple[str, str]:
+        try:
+            return await self._post(path, body)
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            await self.aclose()
+            return type(exc).__name__, str(exc)
+
+    async def _post(self, path: str, body: bytes) -> tuple[str, str]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(
+            b"POST %s HTTP/1.1\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), self.head, len(body), body)
+        )
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = lines[0].split(" ", 2)[1]
+        length = None
+        close = False
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            name = name.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                raise ValueError("chunked answers are not supported by the raw client")
+            elif name == "connection" and value.strip().lower() == "close":
+                close = True
+        if length is None:
+            raise ValueError("answer without Content-Length")
+        data = await self.reader.readexactly(length)
+        if close:
+            await self.aclose()
+        return status, data.decode("utf-8", "replace") if status != "201" else ""
+
+    async def aclose(self) -> None:
+        writer, self.writer, self.reader = self.writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
 async def _drive(
-    client: httpx.AsyncClient,
+    senders: list[Any],
     spec: LoadSpec,
     indices: range,
     result: LoadResult,
@@ -106,47 +202,38 @@ async def _drive(
     record: bool,
 ) -> None:
     path = f"/api/v1/pools/{spec.pool_id}/videos"
+    url = json.dumps(spec.video_url)
     it = iter(indices)  # shared by the workers; safe, nothing awaits between next() calls
 
-    async def worker() -> None:
+    async def worker(sender: Any) -> None:
         for i in it:
-            body = {"video_url": spec.video_url, "title": f"{label} {i}"}
+            body = b'{"video_url": %s, "title": "%s %d"}' % (url.encode(), label.encode(), i)
             t0 = time.perf_counter()
-            try:
-                response = await client.post(path, json=body)
-                status = str(response.status_code)
-            except httpx.HTTPError as exc:
-                response = None
-                status = type(exc).__name__
+            status, detail = await sender.post_json(path, body)
             elapsed = time.perf_counter() - t0
             if record:
                 result.latencies.append(elapsed)
             result.statuses[status] += 1
             if status != "201" and len(result.errors) < 5:
-                detail = response.text[:300] if response is not None else ""
-                result.errors.append(f"{status} {detail}".strip())
+                result.errors.append(f"{status} {detail[:300]}".strip())
 
-    await asyncio.gather(*(worker() for _ in range(spec.concurrency)))
+    await asyncio.gather(*(worker(s) for s in senders))
 
 
 async def run_load(spec: LoadSpec, on_start: Callable[[], None] | None = None) -> LoadResult:
     """Warm up, call ``on_start`` (a barrier or a bookkeeping hook), then the measured run."""
-    limits = httpx.Limits(max_connections=spec.concurrency, max_keepalive_connections=spec.concurrency)
-    headers = {"Authorization": f"Bearer {spec.api_key}"}
+    kind = _RawSender if spec.client == "raw" else _HttpxSender
+    senders = [kind(spec) for _ in range(spec.concurrency)]
     result = LoadResult()
-    async with httpx.AsyncClient(
-        base_url=spec.base_url, headers=headers, limits=limits, timeout=60.0
-    ) as client:
+    try:
         if spec.warmup:
-            await _drive(
-                client, spec, range(spec.warmup), result, label="warm-up", record=False
-            )
+            await _drive(senders, spec, range(spec.warmup), result, label="warm-up", record=False)
         if on_start is not None:
             on_start()
         result.started = time.monotonic()
         cpu0 = time.thread_time()
         await _drive(
-            client,
+            senders,
             spec,
             range(spec.first, spec.first + spec.count),
             result,
@@ -155,6 +242,9 @@ async def run_load(spec: LoadSpec, on_start: Callable[[], None] | None = None) -
         )
         result.cpu_s = time.thread_time() - cpu0
         result.finished = time.monotonic()
+    finally:
+        for s in senders:
+            await s.aclose()
     return result
 
 
@@ -210,6 +300,7 @@ def json_phase(
                 count=count,
                 warmup=base.warmup // procs,
                 concurrency=conc,
+                client=base.client,
             )
             first += count
             p = ctx.Process(target=_client_process, args=(spec, barrier, queue), daemon=True)
@@ -358,18 +449,38 @@ def upload_phase(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     p.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
-    p.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,
-                   help="server to create the run's throw-away database on (with --store postgres)")
+    p.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="server to create the run's throw-away database on (with --store postgres)",
+    )
     p.add_argument("--requests", type=int, default=5000, help="measured JSON enqueues (N)")
     p.add_argument("--concurrency", type=int, default=32, help="concurrent connections (C)")
     p.add_argument("--upload-mb", type=int, default=1024, help="upload size in MB; 0 skips it")
-    p.add_argument("--client-procs", type=int, default=1,
-                   help="client processes sharing N and C (default 1; see README)")
+    p.add_argument(
+        "--client-procs",
+        type=int,
+        default=1,
+        help="client processes sharing N and C (default 1; see README)",
+    )
+    p.add_argument(
+        "--client",
+        choices=("httpx", "raw"),
+        default="httpx",
+        help="load generator: httpx (default) or a minimal raw HTTP/1.1 client",
+    )
     p.add_argument("--warmup", type=int, default=WARMUP_REQUESTS, help="unmeasured requests first")
-    p.add_argument("--pool-state", choices=("paused", "active"), default="paused",
-                   help="state of the pool enqueued to (active pools forecast expected_at)")
-    p.add_argument("--no-engine", action="store_true",
-                   help="serve with --no-engine: no background fetches of the video_urls")
+    p.add_argument(
+        "--pool-state",
+        choices=("paused", "active"),
+        default="paused",
+        help="state of the pool enqueued to (active pools forecast expected_at)",
+    )
+    p.add_argument(
+        "--no-engine",
+        action="store_true",
+        help="serve with --no-engine: no background fetches of the video_urls",
+    )
     args = p.parse_args(argv)
     if args.requests < 0 or args.concurrency < 1 or args.upload_mb < 0 or args.client_procs < 1:
         p.error("--requests and --upload-mb must be >= 0, --concurrency and --client-procs >= 1")
@@ -378,7 +489,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def setup_pool(client: httpx.Client, state: str) -> str:
     r = client.post(
-        "/api/v1/accounts", json={"platform": "folder", "name": "bench", "config": {"path": "bench"}}
+        "/api/v1/accounts",
+        json={"platform": "folder", "name": "bench", "config": {"path": "bench"}},
     )
     if r.status_code != 201:
         raise BenchFailed(f"creating the account answered {r.status_code}: {r.text[:500]}")
@@ -439,7 +551,9 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         try:
             t0 = time.monotonic()
             server.wait_ready()
-            out(f"server: pid {server.pid}, {server.base_url}, ready in {time.monotonic() - t0:.1f} s")
+            out(
+                f"server: pid {server.pid}, {server.base_url}, ready in {time.monotonic() - t0:.1f} s"
+            )
             sampler.phase = "idle"
             api_key = server.credentials(data_dir)["api_key"]
             proc = psutil.Process(server.pid)
@@ -451,7 +565,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
                 spec = LoadSpec(
                     server.base_url, api_key, pool_id, files.url("/v.mp4"),
                     first=0, count=args.requests, warmup=args.warmup,
-                    concurrency=args.concurrency,
+                    concurrency=args.concurrency, client=args.client,
                 )  # fmt: skip
                 js = json_phase(args, spec, proc, sampler)
                 res = js.result
@@ -494,7 +608,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
     out(
         f"store {args.store}; {psutil.cpu_count()} CPUs; pool {args.pool_state}; "
         f"engine {'off' if args.no_engine else 'on'}; "
-        f"client: {args.client_procs} process(es), httpx, {args.concurrency} keep-alive connections"
+        f"client: {args.client_procs} process(es), {args.client}, {args.concurrency} keep-alive connections"
     )
     out(
         f"JSON enqueue: {args.requests} requests (+{args.warmup} warm-up) in {js.wall_s:.2f} s"
@@ -510,6 +624,11 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         f" ({js.client_cpu_s / max(1, args.requests) * 1e6:.0f} us/request client,"
         f" {js.server_cpu_s / max(1, args.requests) * 1e6:.0f} us/request server)"
     )
+    if js.client_cpu_s > 0.6 * js.wall_s * args.client_procs:
+        out(
+            "  WARNING: the client was busy most of the phase and may be the bottleneck; "
+            "rerun with --client raw or more --client-procs to check"
+        )
     if not args.no_engine:
         out(
             f"  background fetches: {states['ready']} video_urls fetched and probed "
@@ -538,7 +657,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
     )
     if problems:
         out(f"server log: {len(problems)} warning/error line(s), e.g. {problems[0][:200]}")
-    if status not in (0, None):
+    if status not in (0, -15, None):  # uvicorn re-raises the SIGTERM it handled
         out(f"server exit status after SIGTERM: {status}")
     return f"enqueue: rate={rate:.0f}/s p99={q['p99']:.1f}ms upload={mbps:.1f}MB/s rss={rss_peak:.0f}MB"
 

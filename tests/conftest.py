@@ -226,3 +226,82 @@ def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from media_samples import make_mp4
 
     return make_mp4(tmp_path_factory.mktemp("media") / "sample.mp4", seconds=1.0)
+
+
+@dataclass
+class EngineParts:
+    ticker: object
+    dispatcher: object
+
+    async def run(self) -> None:
+        """One pass of the engine at the clock's now: fire what is due, post what is claimable."""
+        await self.ticker.tick()  # type: ignore[attr-defined]
+        await self.dispatcher.run_until_idle()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def engine(app: object, clock: FrozenClock) -> EngineParts:
+    from uploadpools.engine.dispatcher import Dispatcher
+    from uploadpools.engine.ticker import Ticker
+
+    st = app.state.uploadpools  # type: ignore[attr-defined]
+    return EngineParts(
+        Ticker(st.maker, st.settings, clock),
+        Dispatcher(st.maker, st.settings, clock, st.storage, st.http, node="test-a"),
+    )
+
+
+@dataclass
+class Receiver:
+    """A real HTTP receiver on 127.0.0.1 that records requests and answers from a script."""
+
+    port: int
+    requests: list[dict[str, object]]
+    script: list[tuple[int, dict[str, str], bytes]]
+    hold: object = None  # a threading.Event: when set, requests block until it is released
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    def answer(
+        self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None
+    ) -> None:
+        self.script.append((status, headers or {}, body))
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    rec = Receiver(0, [], [])
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            body = self.rfile.read(length)
+            rec.requests.append({"headers": dict(self.headers.items()), "body": body})
+            if rec.hold is not None:
+                rec.hold.wait(10)  # type: ignore[attr-defined]
+            status, headers, out = rec.script.pop(0) if rec.script else (200, {}, b"{}")
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    rec.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield rec
+    finally:
+        server.shutdown()
+        server.server_close()

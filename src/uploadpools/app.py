@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,10 +15,12 @@ from starlette.responses import HTMLResponse, Response
 from uploadpools.accounts.endpoints import router as accounts_router
 from uploadpools.config import Settings
 from uploadpools.deps import AppState
+from uploadpools.engine.worker import Engine
 from uploadpools.exceptions import FieldError, UploadPoolsError, ValidationFailed
 from uploadpools.idempotency import Replay
-from uploadpools.kit.clock import Clock, SystemClock
+from uploadpools.kit.clock import Clock, clock_for
 from uploadpools.kit.problem import ProblemResponse, field_from_loc, problem_body, problem_for
+from uploadpools.media.endpoints import router as media_router
 from uploadpools.media.service import MediaFetcher, storage_for
 from uploadpools.pools.endpoints import router as pools_router
 from uploadpools.queue.endpoints import router as queue_router
@@ -70,7 +71,7 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     run_background: bool = True,
 ) -> FastAPI:
-    clock = clock or SystemClock()
+    clock = clock or clock_for(settings.clock_offset_file)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -88,15 +89,15 @@ def create_app(
             http=http,
             fetcher=fetcher,
         )
-        tasks = [asyncio.create_task(fetcher.run(), name="media-fetcher")] if run_background else []
+        if run_background:
+            runner = Engine(maker, settings, clock, storage, http, fetcher, role="serve")
+            app.state.uploadpools.engine_runner = runner
+            await runner.start()
         try:
             yield
         finally:
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            if run_background:
+                await runner.stop()
             if http_client is None:
                 await http.aclose()
             await engine.dispose()
@@ -115,6 +116,7 @@ def create_app(
     for r in (accounts_router, pools_router, queue_router, workspace_router):
         api.include_router(r)
     app.include_router(api)
+    app.include_router(media_router, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)
     async def home() -> HTMLResponse:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from uploadpools.config import Settings
-from uploadpools.kit.clock import SystemClock
+from uploadpools.kit.clock import SystemClock, clock_for
 from uploadpools.kit.crypto import generate_password
 
 app = typer.Typer(
@@ -127,6 +127,105 @@ def serve(
         port=port,
         log_level=settings.log_level.lower(),
     )
+
+
+async def _worker_main(settings: Settings) -> None:
+    import signal
+
+    import httpx
+
+    from uploadpools.engine.worker import Engine
+    from uploadpools.media.service import MediaFetcher, storage_for
+    from uploadpools.store.engine import create_engine, create_sessionmaker
+    from uploadpools.store.migrate import current_revision, head_revision
+
+    engine = create_engine(settings)
+    if await current_revision(engine) != head_revision():
+        await engine.dispose()
+        typer.echo("error: the database schema is not current; run `uploadpools migrate`", err=True)
+        raise typer.Exit(1)
+    maker = create_sessionmaker(engine)
+    clock = clock_for(settings.clock_offset_file)
+    storage = storage_for(settings)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+        fetcher = MediaFetcher(maker, settings, clock, storage, http)
+        runner = Engine(maker, settings, clock, storage, http, fetcher, role="worker")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.start()
+        typer.echo(f"worker {runner.node} running; SIGTERM finishes or releases in-flight posts")
+        await stop.wait()
+        await runner.stop()
+    await engine.dispose()
+
+
+@app.command()
+def worker() -> None:
+    """Run the engine alone (any number of these against one PostgreSQL database)."""
+    _run(_worker_main(Settings()))
+
+
+@app.command()
+def audit(
+    from_: Annotated[str, typer.Option("--from", help="Start (ISO date or datetime, UTC).")],
+    to: Annotated[str, typer.Option("--to", help="End, exclusive (ISO date or datetime, UTC).")],
+    pool: Annotated[str | None, typer.Option(help="Only this pool.")] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="List every occurrence.")
+    ] = False,
+) -> None:
+    """For every expected (slot, local date) in a range: its one record; flags duplicates and gaps."""
+    from datetime import UTC, datetime
+
+    from uploadpools.engine.audit import audit as run_audit
+
+    def parse(v: str) -> datetime:
+        dt = datetime.fromisoformat(v)
+        return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+    settings = Settings()
+    start, end = parse(from_), parse(to)
+
+    async def go(session: Any) -> Any:
+        return await run_audit(
+            session, start, end, clock_for(settings.clock_offset_file).now(), pool_id=pool
+        )
+
+    report = _run(_with_session(settings, go))
+    for e in report.entries:
+        if verbose or e.verdict in ("duplicate", "gap"):
+            recs = ",".join(f"{fid}:{outcome}" for fid, outcome in e.records) or "-"
+            typer.echo(
+                f"{e.verdict:9} pool={e.pool_id} slot={e.slot_id} date={e.local_date} "
+                f"at={e.expected_at.isoformat()} records={recs}"
+            )
+    typer.echo(report.summary)
+    if report.count("duplicate") or report.count("gap"):
+        raise typer.Exit(2)
+
+
+@app.command()
+def status() -> None:
+    """Engine processes and their last heartbeats."""
+    from sqlalchemy import select
+
+    from uploadpools.models import EngineNode
+
+    async def go(session: Any) -> Any:
+        return (
+            await session.scalars(select(EngineNode).order_by(EngineNode.heartbeat_at.desc()))
+        ).all()
+
+    now = SystemClock().now()
+    nodes = _run(_with_session(Settings(), go))
+    if not nodes:
+        typer.echo("no engine has run against this database")
+    for n in nodes:
+        age = (now - n.heartbeat_at).total_seconds()
+        state = "stopped" if n.stopped_at else ("alive" if age < 30 else "silent")
+        typer.echo(f"{n.id:40} {n.role:7} {state:8} last heartbeat {age:.0f}s ago")
 
 
 @users_app.command("create")

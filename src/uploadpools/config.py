@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
     log_level: str = "INFO"
+    # Tests and demos only: shift this process's clock by the seconds written in the file.
+    clock_offset_file: Path | None = None
 
     # Media
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)
@@ -50,6 +52,34 @@ class Settings(BaseSettings):
 
     # Plans
     default_free_quota: int = Field(default=13, ge=0)
+
+    # Engine
+    engine_batch_size: int = Field(default=200, ge=1, le=5000)
+    dispatch_concurrency: int = Field(default=8, ge=1, le=256)
+    lease_seconds: float = Field(default=60.0, ge=5)
+    retry_window_minutes: float = Field(default=30.0, ge=0)
+    retry_base_seconds: float = Field(default=10.0, gt=0)
+    retry_max_seconds: float = Field(default=300.0, gt=0)
+    # How long a scheduler sleeps at most before looking again for changes made by
+    # other processes (in-process changes and PostgreSQL NOTIFY wake it at once).
+    engine_idle_seconds: float = Field(default=30.0, gt=0)
+    # Posts per account per rolling 24 h, and per app (all accounts of this server).
+    platform_account_daily_caps: dict[str, int] = Field(
+        default_factory=lambda: {
+            "instagram": 50,
+            "tiktok": 15,
+            "youtube": 10,
+            "facebook": 25,
+            "x": 50,
+            "linkedin": 150,
+            "threads": 50,
+            "pinterest": 20,
+            "bluesky": 25,
+        }
+    )
+    platform_app_daily_caps: dict[str, int] = Field(default_factory=lambda: {"youtube": 100})
+    # Queue "running low": fewer queued videos than firings in this many hours.
+    low_queue_hours: int = Field(default=48, ge=0)
 
     # Pools
     default_grace_minutes: int = Field(default=15, ge=0, le=24 * 60)
@@ -71,6 +101,12 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{v!r} is not an IP network (CIDR) or address")
         return value
+
+    @model_validator(mode="after")
+    def _refuse_clock_offset_in_production(self) -> Settings:
+        if self.env == "production" and self.clock_offset_file is not None:
+            raise ValueError("UPLOADPOOLS_CLOCK_OFFSET_FILE is for tests and demos, not production")
+        return self
 
     @model_validator(mode="after")
     def _refuse_insecure_secret(self) -> Settings:

@@ -9,10 +9,12 @@ from typing import Annotated
 
 import httpx
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from uploadpools.auth.service import Principal, authenticate
 from uploadpools.config import Settings
+from uploadpools.engine.worker import Engine
 from uploadpools.exceptions import Unauthorized
 from uploadpools.idempotency import IdempotencyGuard, fingerprint
 from uploadpools.kit.clock import Clock
@@ -30,6 +32,13 @@ class AppState:
     storage: Storage
     http: httpx.AsyncClient
     fetcher: MediaFetcher
+    engine_runner: Engine | None = None
+
+    def wake(self) -> None:
+        """Something the engine cares about changed in this process."""
+        self.fetcher.wake()
+        if self.engine_runner is not None:
+            self.engine_runner.wake()
 
 
 def get_state(request: Request) -> AppState:
@@ -66,17 +75,21 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key: `Authorization: Bearer up_…` (one workspace per key).",
+)
+
+
 async def get_principal(
     state: StateDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if not authorization:
-        raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
     async with session_scope(state.maker) as session:
-        return await authenticate(session, token.strip(), state.clock.now())
+        return await authenticate(session, credentials.credentials.strip(), state.clock.now())
 
 
 CurrentWorkspace = Annotated[Principal, Depends(get_principal)]

@@ -33,6 +33,12 @@ class Unauthorized(UploadPoolsError):
     type_slug = "unauthorized"
 
 
+class Forbidden(UploadPoolsError):
+    status_code = 403
+    title = "Forbidden"
+    type_slug = "forbidden"
+
+
 class NotFound(UploadPoolsError):
     status_code = 404
     title = "Not found"

@@ -47,7 +47,14 @@ async def test_scheduled_firing_is_unique_per_slot_and_local_date(app, tenant) -
         )
         s.add(pool)
         await s.flush()
-        slot = Slot(pool_id=pool.id, rank=0, time="09:00", days_mask=127, created_at=now)
+        slot = Slot(
+            pool_id=pool.id,
+            rank=0,
+            time="09:00",
+            days_mask=127,
+            created_at=now,
+            schedule_changed_at=now,
+        )
         s.add(slot)
         await s.flush()
 

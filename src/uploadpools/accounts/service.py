@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.accounts.schemas import AccountCreate, AccountUpdate
 from uploadpools.config import Settings
+from uploadpools.connectors.folder import folder_target_root
 from uploadpools.connectors.registry import CONFIG_MODELS, OAUTH_PLATFORMS
 from uploadpools.exceptions import Conflict, FieldError, NotFound, ValidationFailed
 from uploadpools.kit.crypto import SecretBox
@@ -25,10 +26,6 @@ class AccountNotFound(NotFound):
 
 class AccountInUse(Conflict):
     title = "Account in use"
-
-
-def folder_target_root(settings: Settings) -> Path:
-    return Path(os.path.abspath(settings.folder_targets_root or settings.data_dir / "folders"))
 
 
 def _inside(root: Path, path: str) -> str | None:
@@ -104,8 +101,17 @@ class AccountService:
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1].id) if more and rows else None
 
-    async def create(self, workspace_id: str, data: AccountCreate, now: datetime) -> Account:
-        config = await validate_config(data.platform, data.config, self.settings)
+    async def create(
+        self,
+        workspace_id: str,
+        data: AccountCreate,
+        now: datetime,
+        *,
+        validated_config: dict[str, Any] | None = None,
+    ) -> Account:
+        config = validated_config
+        if config is None:
+            config = await validate_config(data.platform, data.config, self.settings)
         account = Account(
             workspace_id=workspace_id,
             platform=data.platform,
@@ -137,7 +143,9 @@ class AccountService:
         account.updated_at = now
         return account
 
-    async def delete(self, workspace_id: str, account_id: str, *, force: bool) -> None:
+    async def delete(
+        self, workspace_id: str, account_id: str, *, force: bool, now: datetime
+    ) -> None:
         account = await self.get(workspace_id, account_id)
         used = await self.session.scalar(
             select(func.count())
@@ -148,8 +156,21 @@ class AccountService:
             raise AccountInUse(
                 f"{used} slot(s) post to this account; remove it from them first or pass ?force=true"
             )
+        slot_ids = list(
+            (
+                await self.session.scalars(
+                    select(SlotAccount.slot_id).where(SlotAccount.account_id == account.id)
+                )
+            ).all()
+        )
         await self.session.execute(delete(SlotAccount).where(SlotAccount.account_id == account.id))
         await self.session.delete(account)
+        await self.session.flush()
+        if slot_ids:
+            # A slot left without accounts posts nowhere: it is no longer scheduled.
+            from uploadpools.pools.service import reschedule_slots
+
+            await reschedule_slots(self.session, slot_ids, now)
 
     def config_of(self, account: Account) -> dict[str, Any]:
         return self.box.decrypt(account.credentials)

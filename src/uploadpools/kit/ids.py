@@ -1,20 +1,29 @@
 """Opaque, time-ordered identifiers (ULID layout: 48-bit milliseconds + 80 random bits).
 
-They sort by creation time, which lets lists page by id alone. The millisecond part
-comes from the host clock on purpose: ids need uniqueness and rough order, never the
-injected clock's notion of "now".
+They sort by creation time, which lets lists page by id alone. Within one process they
+are strictly increasing (a second id in the same millisecond increments the random part),
+so "newest first" holds even for rows made together. The millisecond part comes from the
+host clock on purpose: ids need uniqueness and order, never the injected clock's "now".
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_lock = threading.Lock()
+_last = 0
 
 
 def new_id() -> str:
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    global _last
+    with _lock:
+        value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+        if value <= _last:
+            value = _last + 1
+        _last = value
     out = []
     for _ in range(26):
         out.append(_ALPHABET[value & 31])

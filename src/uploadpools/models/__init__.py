@@ -3,12 +3,14 @@
 from uploadpools.models.account import Account
 from uploadpools.models.api_key import ApiKey
 from uploadpools.models.delivery import Delivery
+from uploadpools.models.engine_node import EngineNode
 from uploadpools.models.firing import Firing
 from uploadpools.models.idempotency import IdempotencyRecord
 from uploadpools.models.item import QueueItem
 from uploadpools.models.media import Media
 from uploadpools.models.notification import Notification
 from uploadpools.models.pool import Pool, Slot, SlotAccount
+from uploadpools.models.pool_log import PoolStateChange
 from uploadpools.models.usage import QuotaEntry
 from uploadpools.models.user import User
 from uploadpools.models.webhook import WebhookEndpoint
@@ -18,12 +20,14 @@ __all__ = [
     "Account",
     "ApiKey",
     "Delivery",
+    "EngineNode",
     "Firing",
     "IdempotencyRecord",
     "Media",
     "Membership",
     "Notification",
     "Pool",
+    "PoolStateChange",
     "QueueItem",
     "QuotaEntry",
     "Slot",

@@ -49,6 +49,8 @@ class Delivery(Base):
     lease_token: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None]
     next_attempt_at: Mapped[datetime | None]
+    # Transient failures are retried until this instant, then skipped `platform_error`.
+    retry_until: Mapped[datetime | None]
     # The platform's job id(s) saved before the irreversible step, for reconciliation.
     job: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime]

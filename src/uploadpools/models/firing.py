@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, ForeignKey, Index, String, text
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from uploadpools.kit.ids import new_id
@@ -36,6 +36,10 @@ class Firing(Base):
     scheduled_for: Mapped[datetime]
     fired_at: Mapped[datetime]
     outcome: Mapped[str] = mapped_column(String(16))
+    # A `missed` record stands for every occurrence of its slot from `local_date` through
+    # `covers_until` (one record per outage, not one per occurrence).
+    covers_until: Mapped[date | None] = mapped_column(Date)
+    missed_count: Mapped[int] = mapped_column(Integer, default=0)
     item_id: Mapped[str | None] = mapped_column(
         ForeignKey("queue_items.id", ondelete="SET NULL"), index=True
     )

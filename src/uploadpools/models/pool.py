@@ -23,6 +23,8 @@ class Pool(Base):
     # Set when the workspace was told the queue ran dry; cleared by the next enqueue,
     # so there is one `pool.empty` notification per empty spell.
     empty_since: Mapped[datetime | None]
+    # Set when the workspace was told the queue is running low; cleared by an enqueue.
+    low_since: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -42,6 +44,8 @@ class Slot(Base):
     next_fire_at: Mapped[datetime | None]
     next_local_date: Mapped[date | None] = mapped_column(Date)
     created_at: Mapped[datetime]
+    # Last change of time or days: occurrences before it followed another schedule.
+    schedule_changed_at: Mapped[datetime]
 
 
 class SlotAccount(Base):

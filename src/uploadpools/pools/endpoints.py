@@ -13,6 +13,7 @@ from uploadpools.deps import (
     SettingsDep,
     StateDep,
 )
+from uploadpools.engine.wakeup import notify_change
 from uploadpools.kit.pagination import clamp_limit
 from uploadpools.kit.responses import commit_response
 from uploadpools.media.service import delete_media
@@ -30,7 +31,7 @@ from uploadpools.pools.schemas import (
     SlotRead,
     SlotUpdate,
 )
-from uploadpools.pools.service import PoolService
+from uploadpools.pools.service import PoolService, fire_now
 from uploadpools.schedule import format_days
 from uploadpools.schemas import Page
 
@@ -63,7 +64,19 @@ def pool_read(v: PoolView) -> PoolRead:
 
 
 def firing_read(f: Firing) -> FiringRead:
-    return FiringRead.model_validate(f, from_attributes=True)
+    return FiringRead(
+        id=f.id,
+        slot_id=f.slot_id,
+        scheduled_for=f.scheduled_for,
+        fired_at=f.fired_at,
+        outcome="manual" if f.kind == "manual" else f.outcome,
+        kind=f.kind,
+        result=f.outcome,
+        item_id=f.item_id,
+        local_date=f.local_date.isoformat(),
+        covers_until=f.covers_until.isoformat() if f.covers_until else None,
+        missed_count=f.missed_count,
+    )
 
 
 @router.post("", status_code=201, response_model=PoolRead)
@@ -71,12 +84,15 @@ async def create_pool(
     body: PoolCreate,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     ws: CurrentWorkspace,
     now: NowDep,
     idem: Idempotency,
 ) -> Response:
     svc = PoolService(session, settings)
     pool = await svc.create(ws.workspace_id, body, now)
+    await notify_change(session)
+    state.wake()
     return await commit_response(
         session, idem, 201, pool_read(await svc.view(ws.workspace_id, pool.id))
     )
@@ -109,12 +125,15 @@ async def update_pool(
     body: PoolUpdate,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     ws: CurrentWorkspace,
     now: NowDep,
 ) -> Response:
     svc = PoolService(session, settings)
     await svc.update(ws.workspace_id, pool_id, body, now)
     await session.flush()
+    await notify_change(session)
+    state.wake()
     return await commit_response(
         session, None, 200, pool_read(await svc.view(ws.workspace_id, pool_id))
     )
@@ -144,6 +163,7 @@ async def create_slot(
     body: SlotIn,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     ws: CurrentWorkspace,
     now: NowDep,
     idem: Idempotency,
@@ -151,6 +171,8 @@ async def create_slot(
     svc = PoolService(session, settings)
     slot = await svc.add_slot(ws.workspace_id, pool_id, body, now)
     pool = await svc.get(ws.workspace_id, pool_id)
+    await notify_change(session)
+    state.wake()
     return await commit_response(session, idem, 201, slot_read(await svc.slot_view(pool, slot.id)))
 
 
@@ -161,12 +183,15 @@ async def update_slot(
     body: SlotUpdate,
     session: SessionDep,
     settings: SettingsDep,
+    state: StateDep,
     ws: CurrentWorkspace,
     now: NowDep,
 ) -> Response:
     svc = PoolService(session, settings)
     await svc.update_slot(ws.workspace_id, pool_id, slot_id, body, now)
     pool = await svc.get(ws.workspace_id, pool_id)
+    await notify_change(session)
+    state.wake()
     return await commit_response(session, None, 200, slot_read(await svc.slot_view(pool, slot_id)))
 
 
@@ -177,6 +202,25 @@ async def delete_slot(
     await PoolService(session, settings).delete_slot(ws.workspace_id, pool_id, slot_id)
     await session.commit()
     return Response(status_code=204)
+
+
+@router.post("/{pool_id}/slots/{slot_id}/fire", status_code=202, response_model=FiringRead)
+async def fire_slot(
+    pool_id: str,
+    slot_id: str,
+    session: SessionDep,
+    state: StateDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
+    idem: Idempotency,
+) -> Response:
+    """Post next now: the head video goes to this slot's accounts at once (a `manual`
+    firing; that day's scheduled firing still happens)."""
+    firing = await fire_now(session, state.settings, ws.workspace_id, pool_id, slot_id, now)
+    await notify_change(session)
+    response = await commit_response(session, idem, 202, firing_read(firing))
+    state.wake()
+    return response
 
 
 @router.get("/{pool_id}/schedule", response_model=ScheduleRead)

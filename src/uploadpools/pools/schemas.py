@@ -84,5 +84,12 @@ class FiringRead(BaseModel):
     slot_id: str
     scheduled_for: datetime
     fired_at: datetime
+    # dispatched | partial | skipped | empty | missed | manual (+ pending while posting)
     outcome: str
+    kind: Literal["scheduled", "manual"]
+    # What the firing achieved; for a manual firing `outcome` is "manual" and this says more.
+    result: str
     item_id: str | None
+    local_date: str
+    covers_until: str | None = None
+    missed_count: int = 0

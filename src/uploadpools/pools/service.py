@@ -10,7 +10,7 @@ from uploadpools import schedule
 from uploadpools.config import Settings
 from uploadpools.exceptions import Conflict, FieldError, NotFound, ValidationFailed
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
-from uploadpools.models import Account, Firing, Pool, QueueItem, Slot, SlotAccount
+from uploadpools.models import Account, Firing, Pool, PoolStateChange, QueueItem, Slot, SlotAccount
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, PoolView, SlotView
 from uploadpools.pools.schemas import PoolCreate, PoolUpdate, SlotIn, SlotUpdate
@@ -110,6 +110,7 @@ class PoolService:
             time=data.time,
             days_mask=forecast.mask_from_days(data.days),
             created_at=now,
+            schedule_changed_at=now,
         )
         schedule_next(pool, slot, data.account_ids, now)
         self.session.add(slot)
@@ -137,6 +138,7 @@ class PoolService:
         )
         self.session.add(pool)
         await self.session.flush()
+        self.session.add(PoolStateChange(pool_id=pool.id, state=pool.state, at=now))
         for i, s in enumerate(data.slots):
             await self._add_slot(pool, s, i, now)
         await self.session.flush()
@@ -158,9 +160,12 @@ class PoolService:
         if data.timezone is not None and data.timezone != pool.timezone:
             pool.timezone = data.timezone
             timing_changed = True
+            for view in (await self.repo.slots_of([pool.id])).get(pool.id, []):
+                view.slot.schedule_changed_at = now
         if data.state is not None and data.state != pool.state:
             # Resuming fires from the next occurrence after now: nothing is caught up.
             pool.state = data.state
+            self.session.add(PoolStateChange(pool_id=pool.id, state=pool.state, at=now))
             timing_changed = True
         if timing_changed:
             await self._reschedule(pool, now)
@@ -206,10 +211,14 @@ class PoolService:
     ) -> Slot:
         pool = await self.get(workspace_id, pool_id, for_update=True)
         slot = await self.get_slot(pool, slot_id)
-        if data.time is not None:
+        if data.time is not None and data.time != slot.time:
             slot.time = data.time
+            slot.schedule_changed_at = now
         if data.days is not None:
-            slot.days_mask = forecast.mask_from_days(data.days)
+            mask = forecast.mask_from_days(data.days)
+            if mask != slot.days_mask:
+                slot.days_mask = mask
+                slot.schedule_changed_at = now
         if data.account_ids is not None:
             await self._check_accounts(workspace_id, [("", data.account_ids)])
             await self.session.execute(delete(SlotAccount).where(SlotAccount.slot_id == slot.id))
@@ -274,3 +283,54 @@ class PoolService:
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1].id) if more and rows else None
+
+
+class SlotHasNoAccounts(Conflict):
+    title = "Slot has no accounts"
+
+
+async def fire_now(
+    session: AsyncSession,
+    settings: Settings,
+    workspace_id: str,
+    pool_id: str,
+    slot_id: str,
+    now: datetime,
+) -> Firing:
+    """A `manual` firing of the slot: outside the (slot, local date) key, every other rule applies."""
+    from uploadpools.engine.firing import fire
+
+    svc = PoolService(session, settings)
+    pool = await svc.get(workspace_id, pool_id, for_update=True)
+    view = await svc.slot_view(pool, slot_id)
+    if not view.account_ids:
+        raise SlotHasNoAccounts("this slot posts to no account; add one first")
+    local_date = now.astimezone(schedule.load_zone(pool.timezone)).date()
+    return await fire(
+        session,
+        settings,
+        pool=pool,
+        slot=view.slot,
+        account_ids=view.account_ids,
+        kind="manual",
+        local_date=local_date,
+        scheduled_for=now,
+        now=now,
+    )
+
+
+async def reschedule_slots(session: AsyncSession, slot_ids: Sequence[str], now: datetime) -> None:
+    """Recompute the next firing of these slots (their accounts changed)."""
+    repo = PoolRepository(session)
+    slots = (await session.scalars(select(Slot).where(Slot.id.in_(slot_ids)))).all()
+    pools = {
+        p.id: p
+        for p in (
+            await session.scalars(select(Pool).where(Pool.id.in_({s.pool_id for s in slots})))
+        ).all()
+    }
+    views = await repo.slots_of(list(pools))
+    for pool_id, pool in pools.items():
+        for view in views.get(pool_id, []):
+            if view.slot.id in slot_ids:
+                schedule_next(pool, view.slot, view.account_ids, now)

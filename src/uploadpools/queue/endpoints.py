@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from starlette.responses import Response
 
 from uploadpools.deps import CurrentWorkspace, Idempotency, NowDep, SessionDep, StateDep
+from uploadpools.engine.wakeup import notify_change
 from uploadpools.exceptions import FieldError, PayloadTooLarge, ValidationFailed
 from uploadpools.idempotency import fingerprint
 from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
@@ -209,8 +210,9 @@ async def _enqueue_url(
     fields = ItemFields(title=data.title, caption=data.caption, options=data.options)
     item = await queue.enqueue(pool, media, fields, now, user_id=ws.user_id)
     body = (await queue.read(pool, [item], now))[0]
+    await notify_change(session)
     response = await commit_response(session, idem, 201, body)
-    state.fetcher.wake()
+    state.wake()
     return response
 
 
@@ -248,7 +250,7 @@ async def requeue_all(
     ids = await QueueService(session, state.settings).requeue_all(
         pool, front=body.to == "front", now=now
     )
-    state.fetcher.wake()
+    state.wake()
     return await commit_response(session, idem, 200, RequeueRead(requeued=len(ids), item_ids=ids))
 
 
@@ -282,7 +284,7 @@ async def update_item(
     await queue.update(pool, item, body, now)
     result = (await queue.read(pool, [item], now))[0]
     response = await commit_response(session, None, 200, result)
-    state.fetcher.wake()
+    state.wake()
     return response
 
 

@@ -58,8 +58,9 @@ class QueueService:
             enqueued_at=now,
         )
         self.session.add(item)
-        # A new video ends the pool's empty spell: the next dry run is news again.
+        # A new video ends the pool's empty (and low) spell: the next dry run is news again.
         pool.empty_since = None
+        pool.low_since = None
         await self.session.flush()
         return item
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from uploadpools.deps import CurrentWorkspace, NowDep, SessionDep
+from uploadpools.deps import CurrentWorkspace, Idempotency, NowDep, SessionDep
 from uploadpools.kit.pagination import clamp_limit
 from uploadpools.kit.responses import commit_response
 from uploadpools.models import Notification
@@ -70,7 +70,7 @@ async def get_notifications(
 
 @router.post("/notifications/{notification_id}/read", response_model=NotificationRead)
 async def read_notification(
-    notification_id: str, session: SessionDep, ws: CurrentWorkspace, now: NowDep
+    notification_id: str, session: SessionDep, ws: CurrentWorkspace, now: NowDep, idem: Idempotency
 ) -> Response:
     note = await mark_read(session, ws.workspace_id, notification_id, now)
-    return await commit_response(session, None, 200, note_read(note))
+    return await commit_response(session, idem, 200, note_read(note))

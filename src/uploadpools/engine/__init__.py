@@ -1,0 +1,1 @@
+"""The engine: ticker (due slots → firings) and dispatcher (deliveries → connectors)."""

@@ -1,0 +1,239 @@
+"""Firing a slot and settling its outcome: the rules shared by the ticker, the
+dispatcher and "post next now"."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from uploadpools.config import Settings
+from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Slot
+from uploadpools.notifications.service import notify
+from uploadpools.pools import forecast
+from uploadpools.pools.repository import PoolRepository
+
+FINAL = ("posted", "skipped")
+
+REASON_TEXT = {
+    "quota_exceeded": "the monthly upload quota is used up",
+    "platform_daily_limit": "the platform's daily limit is reached",
+    "platform_rate_limited": "the platform refused for its rate limit",
+    "platform_error": "the platform kept failing",
+    "auth_expired": "the account needs to be reconnected",
+    "media_rejected": "the platform rejected the video",
+    "interrupted": "the post was interrupted and may have gone out; check the account",
+    "account_disabled": "the account is disabled",
+}
+
+
+def item_label(item: QueueItem) -> str:
+    return f"“{item.title}”" if item.title else "A video"
+
+
+async def head_item(session: AsyncSession, pool_id: str) -> QueueItem | None:
+    """The oldest queued item whose media is ready (one still being fetched waits its turn)."""
+    return await session.scalar(
+        select(QueueItem)
+        .join(Media, Media.id == QueueItem.media_id)
+        .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued", Media.state == "ready")
+        .order_by(QueueItem.seq, QueueItem.id)
+        .limit(1)
+    )
+
+
+async def fire(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    pool: Pool,
+    slot: Slot,
+    account_ids: Sequence[str],
+    kind: str,
+    local_date: date,
+    scheduled_for: datetime,
+    now: datetime,
+) -> Firing:
+    """Create the firing, pop the head item and its deliveries. Caller holds the pool lock
+    (and, for a scheduled firing, a savepoint: the unique key may refuse it)."""
+    firing = Firing(
+        pool_id=pool.id,
+        slot_id=slot.id,
+        kind=kind,
+        local_date=local_date,
+        scheduled_for=scheduled_for,
+        fired_at=now,
+        outcome="pending",
+    )
+    session.add(firing)
+    await session.flush()
+    item = await head_item(session, pool.id)
+    if item is None:
+        firing.outcome = "empty"
+        if pool.empty_since is None:
+            pool.empty_since = now
+            await notify(
+                session,
+                workspace_id=pool.workspace_id,
+                level="warning",
+                kind="pool.empty",
+                message=f"Pool “{pool.name}” has no videos queued: its slots are passing without posts.",
+                now=now,
+                pool_id=pool.id,
+            )
+        return firing
+    item.status = "dispatching"
+    item.dispatched_at = now
+    firing.item_id = item.id
+    accounts = {
+        a.id: a
+        for a in (await session.scalars(select(Account).where(Account.id.in_(account_ids)))).all()
+    }
+    retry_until = now + timedelta(minutes=settings.retry_window_minutes)
+    for account_id in account_ids:
+        account = accounts.get(account_id)
+        if account is None:
+            continue
+        d = Delivery(
+            firing_id=firing.id,
+            item_id=item.id,
+            account_id=account.id,
+            platform=account.platform,
+            status="pending",
+            attempts=0,
+            lease_token=0,
+            job={},
+            retry_until=retry_until,
+            created_at=now,
+        )
+        if account.status == "disabled":
+            d.status, d.reason, d.finished_at = "skipped", "account_disabled", now
+            d.detail = f"account “{account.name}” is disabled"
+        elif account.status == "needs_reauth":
+            d.status, d.reason, d.finished_at = "skipped", "auth_expired", now
+            d.detail = f"account “{account.name}” needs to be reconnected"
+        session.add(d)
+    await session.flush()
+    await settle(session, firing, now)
+    await _check_running_low(session, settings, pool, now)
+    return firing
+
+
+async def _check_running_low(
+    session: AsyncSession, settings: Settings, pool: Pool, now: datetime
+) -> None:
+    if pool.low_since is not None or settings.low_queue_hours <= 0 or pool.state != "active":
+        return
+    left = int(
+        await session.scalar(
+            select(func.count())
+            .select_from(QueueItem)
+            .where(QueueItem.pool_id == pool.id, QueueItem.status == "queued")
+        )
+        or 0
+    )
+    if left == 0:
+        return  # the empty-queue notice will speak when it matters
+    slots = (await PoolRepository(session).slots_of([pool.id])).get(pool.id, [])
+    horizon = now + timedelta(hours=settings.low_queue_hours)
+    coming = 0
+    for _slot, occ in forecast.occurrences(pool, slots, now):
+        if occ.at > horizon or coming > left:
+            break
+        coming += 1
+    if left < coming:
+        pool.low_since = now
+        await notify(
+            session,
+            workspace_id=pool.workspace_id,
+            level="info",
+            kind="pool.running_low",
+            message=(
+                f"Pool “{pool.name}” is running low: {left} video(s) left for {coming} "
+                f"slot(s) in the next {settings.low_queue_hours} h."
+            ),
+            now=now,
+            pool_id=pool.id,
+        )
+
+
+async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
+    """When every delivery of the firing is final: the item's status, the firing's outcome
+    and the workspace's notifications. Returns True when it settled."""
+    if firing.item_id is None or firing.outcome not in ("pending",):
+        return False
+    deliveries = list(
+        (
+            await session.scalars(
+                select(Delivery).where(Delivery.firing_id == firing.id).order_by(Delivery.id)
+            )
+        ).all()
+    )
+    if any(d.status not in FINAL for d in deliveries):
+        return False
+    item = await session.get(QueueItem, firing.item_id)
+    pool = await session.get(Pool, firing.pool_id)
+    assert item is not None and pool is not None
+    posted = [d for d in deliveries if d.status == "posted"]
+    skipped = [d for d in deliveries if d.status == "skipped"]
+    if posted and not skipped:
+        firing.outcome = "dispatched"
+    elif posted:
+        firing.outcome = "partial"
+    else:
+        firing.outcome = "skipped"
+    item.finished_at = now
+    if posted:
+        item.status = "dispatched"
+    else:
+        item.status = "skipped"
+        reasons = Counter(d.reason for d in skipped if d.reason)
+        item.skip_reason = reasons.most_common(1)[0][0] if reasons else "platform_error"
+        item.skip_detail = "; ".join(f"{d.platform}: {d.detail or d.reason}" for d in skipped) or (
+            "the slot has no accounts to post to"
+        )
+    if skipped:
+        names = {
+            a.id: a.name
+            for a in (
+                await session.scalars(
+                    select(Account).where(
+                        Account.id.in_([d.account_id for d in skipped if d.account_id])
+                    )
+                )
+            ).all()
+        }
+        parts = [
+            f"{names.get(d.account_id or '', d.platform)} ({d.platform}): {REASON_TEXT.get(d.reason or '', d.reason)}"
+            + (
+                f" — {d.detail}"
+                if d.detail and d.reason not in ("account_disabled", "auth_expired")
+                else ""
+            )
+            for d in skipped
+        ]
+        reasons_set = {d.reason for d in skipped}
+        if reasons_set == {"quota_exceeded"}:
+            kind = "quota.exceeded"
+        elif posted:
+            kind = "delivery.skipped"
+        else:
+            kind = "item.skipped"
+        verb = "was skipped" if not posted else "was not posted everywhere"
+        await notify(
+            session,
+            workspace_id=pool.workspace_id,
+            level="warning"
+            if posted
+            or reasons_set <= {"quota_exceeded", "platform_rate_limited", "platform_daily_limit"}
+            else "error",
+            kind=kind,
+            message=f"{item_label(item)} in pool “{pool.name}” {verb}: " + "; ".join(parts) + ".",
+            now=now,
+            pool_id=pool.id,
+            item_id=item.id,
+        )
+    return True

@@ -1,0 +1,159 @@
+"""Running the engine: the ticker, dispatcher and media-fetcher loops of one process.
+
+`uploadpools serve` runs it next to the API; `uploadpools worker` runs it alone, as many
+times over as needed against one PostgreSQL database. Nothing here is needed for
+correctness (the database decides); it only decides how punctually things happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from datetime import datetime
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from uploadpools.config import Settings
+from uploadpools.engine.dispatcher import Dispatcher, node_id
+from uploadpools.engine.ticker import Ticker
+from uploadpools.engine.wakeup import Wakeup
+from uploadpools.kit.clock import Clock
+from uploadpools.media.service import MediaFetcher
+from uploadpools.media.storage import Storage
+from uploadpools.models import EngineNode
+from uploadpools.store.engine import session_scope
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 10.0
+
+
+class Engine:
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+        storage: Storage,
+        http: httpx.AsyncClient,
+        fetcher: MediaFetcher,
+        *,
+        role: str = "serve",
+    ) -> None:
+        self.maker = maker
+        self.settings = settings
+        self.clock = clock
+        self.role = role
+        self.node = node_id()
+        self.ticker = Ticker(maker, settings, clock)
+        self.dispatcher = Dispatcher(maker, settings, clock, storage, http, node=self.node)
+        self.fetcher = fetcher
+        self.tick_wakeup = Wakeup()
+        self.dispatch_wakeup = Wakeup()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+        self._inflight: set[asyncio.Task[int]] = set()
+
+    def wake(self) -> None:
+        """A schedule or queue changed in this process."""
+        self.tick_wakeup.set()
+        self.dispatch_wakeup.set()
+
+    def _delay_until(self, when: datetime | None) -> float:
+        idle = self.settings.engine_idle_seconds
+        if when is None:
+            return idle
+        return max(0.0, min(idle, (when - self.clock.now()).total_seconds()))
+
+    async def _ticker_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                result = await self.ticker.tick()
+                if result.fired:
+                    self.dispatch_wakeup.set()
+                delay = self._delay_until(await self.ticker.next_due())
+            except Exception:
+                log.exception("ticker iteration failed")
+                delay = 1.0
+            if delay > 0:
+                await self.tick_wakeup.wait(delay)
+
+    async def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                task = asyncio.create_task(self.dispatcher.dispatch_once())
+                self._inflight.add(task)
+                try:
+                    n = await asyncio.shield(task)
+                finally:
+                    self._inflight.discard(task)
+                if n:
+                    continue
+                delay = self._delay_until(await self.dispatcher.next_due())
+            except Exception:
+                log.exception("dispatcher iteration failed")
+                delay = 1.0
+            if delay > 0:
+                await self.dispatch_wakeup.wait(delay)
+
+    async def _heartbeat_loop(self) -> None:
+        started = self.clock.now()
+        while not self._stopping.is_set():
+            try:
+                await self._beat(started, stopped=False)
+            except Exception:
+                log.exception("engine heartbeat failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), HEARTBEAT_SECONDS)
+
+    async def _beat(self, started: datetime, *, stopped: bool) -> None:
+        now = self.clock.now()
+        async with session_scope(self.maker) as session:
+            node = await session.scalar(select(EngineNode).where(EngineNode.id == self.node))
+            if node is None:
+                node = EngineNode(
+                    id=self.node,
+                    hostname=socket.gethostname(),
+                    pid=int(self.node.rsplit(":", 1)[1]),
+                    role=self.role,
+                    started_at=started,
+                    heartbeat_at=now,
+                )
+                session.add(node)
+            node.heartbeat_at = now
+            node.stopped_at = now if stopped else None
+            node.role = self.role
+
+    async def start(self) -> None:
+        # One LISTEN connection wakes every loop.
+        await self.tick_wakeup.listen(
+            self.settings.resolved_database_url, self.dispatch_wakeup.set, self.fetcher.wake
+        )
+        self._tasks = [
+            asyncio.create_task(self._ticker_loop(), name="engine-ticker"),
+            asyncio.create_task(self._dispatch_loop(), name="engine-dispatcher"),
+            asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat"),
+            asyncio.create_task(self.fetcher.run(), name="media-fetcher"),
+        ]
+
+    async def stop(self, grace_seconds: float = 20.0) -> None:
+        """Stop claiming; let in-flight posts finish for a while; then cancel (their leases
+        expire and another worker reconciles them)."""
+        self._stopping.set()
+        self.tick_wakeup.set()
+        self.dispatch_wakeup.set()
+        if self._inflight:
+            await asyncio.wait(list(self._inflight), timeout=grace_seconds)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for t in list(self._inflight):
+            t.cancel()
+        await self.tick_wakeup.close()
+        with contextlib.suppress(Exception):
+            await self._beat(self.clock.now(), stopped=True)

@@ -1,7 +1,7 @@
 """Enqueue benchmark: JSON enqueues per second, their latency, and a big streamed upload.
 
     .venv/bin/python bench/enqueue.py [--store sqlite|postgres] [--requests N]
-        [--concurrency C] [--upload-mb M] [--client-procs P]
+        [--concurrency C] [--upload-mb M] [--client httpx|raw] [--client-procs P]
 
 Starts a real ``uploadpools serve`` on a fresh temp data dir (and, with
 ``--store postgres``, a fresh database that is dropped afterwards), then:
@@ -30,9 +30,11 @@ import contextlib
 import io
 import json
 import multiprocessing
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
@@ -285,7 +287,7 @@ def json_phase(
     else:
         ctx = multiprocessing.get_context("spawn")
         barrier = ctx.Barrier(procs + 1)
-        queue = ctx.Queue()
+        results = ctx.Queue()
         children = []
         first = base.first
         for k in range(procs):
@@ -298,19 +300,34 @@ def json_phase(
                 base.video_url,
                 first=first,
                 count=count,
-                warmup=base.warmup // procs,
+                warmup=base.warmup // procs + (1 if k < base.warmup % procs else 0),
                 concurrency=conc,
                 client=base.client,
             )
             first += count
-            p = ctx.Process(target=_client_process, args=(spec, barrier, queue), daemon=True)
+            p = ctx.Process(target=_client_process, args=(spec, barrier, results), daemon=True)
             p.start()
             children.append(p)
         sampler.phase = "json warm-up"
+        parts: list[Any] = []
         try:
-            barrier.wait(300)
+            try:
+                barrier.wait(600)
+            except threading.BrokenBarrierError:
+                with contextlib.suppress(queue.Empty):
+                    parts.append(results.get(timeout=5))
+                raise BenchFailed(f"a client process failed to start: {parts[:1]}") from None
             started()
-            parts = [queue.get(timeout=3600) for _ in children]
+            deadline = time.monotonic() + 3600
+            while len(parts) < len(children):
+                try:
+                    parts.append(results.get(timeout=1))
+                except queue.Empty:
+                    dead = [c.exitcode for c in children if c.exitcode not in (None, 0)]
+                    if dead:
+                        raise BenchFailed(f"a client process died (exit status {dead[0]})")
+                    if time.monotonic() > deadline:
+                        raise BenchFailed("the client processes did not finish within an hour")
         finally:
             for p in children:
                 p.join(10)
@@ -341,11 +358,15 @@ def json_phase(
 
 
 def media_states(client: httpx.Client, pool_id: str) -> Counter[str]:
-    """Count every item of the pool by media state (walks the whole list)."""
+    """Count the queued items of the pool by media state (walks the whole queue).
+
+    Lists ``status=queued`` (queue order, cheap to page); an item whose fetch
+    failed would have been skipped and so be missing from the count.
+    """
     counts: Counter[str] = Counter()
     cursor = None
     while True:
-        params: dict[str, Any] = {"limit": 500}
+        params: dict[str, Any] = {"limit": 500, "status": "queued"}
         if cursor:
             params["cursor"] = cursor
         r = client.get(f"/api/v1/pools/{pool_id}/videos", params=params)
@@ -593,6 +614,10 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
                 up = None
                 if upload_path is not None:
                     up = upload_phase(client, pool_id, upload_path, proc, sampler)
+        except BenchFailed as exc:
+            raise BenchFailed(
+                f"{exc}\n-- server log, last lines --\n{server.log_tail(15)}"
+            ) from None
         finally:
             sampler.stop()
             status = server.stop()
@@ -650,11 +675,16 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
     else:
         mbps = 0.0
     out(
-        f"server RSS: idle {idle_rss / MB:.0f} MB; peak "
+        f"server RSS (process tree, every 50 ms): idle {idle_rss / MB:.0f} MB; peak by phase: "
         + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
-        + f" MB; overall {rss_peak:.0f} MB ({sampler.samples} samples)"
-        + f"   [goal < {GOAL_RSS_MB:.0f} MB: {_ok(rss_peak < GOAL_RSS_MB)}]"
+        + f" MB; overall peak {rss_peak:.0f} MB ({sampler.samples} samples)"
     )
+    if up is not None:
+        upload_peak = peaks.get("upload", 0.0)
+        out(
+            f"  peak while uploading {up.size / MB:.0f} MB: {upload_peak:.0f} MB"
+            f"   [goal < {GOAL_RSS_MB:.0f} MB: {_ok(upload_peak < GOAL_RSS_MB)}]"
+        )
     if problems:
         out(f"server log: {len(problems)} warning/error line(s), e.g. {problems[0][:200]}")
     if status not in (0, -15, None):  # uvicorn re-raises the SIGTERM it handled
@@ -670,7 +700,14 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             database_url = None
             if args.store == "postgres":
-                database_url = stack.enter_context(temporary_postgres_database(args.postgres_url))
+                try:
+                    database_url = stack.enter_context(
+                        temporary_postgres_database(args.postgres_url)
+                    )
+                except Exception as exc:  # asyncpg's errors and OSError alike
+                    raise BenchFailed(
+                        f"cannot create a database at {args.postgres_url}: {exc!r}"
+                    ) from None
             summary = run(args, workdir, database_url)
     except BenchFailed as exc:
         print(f"enqueue: FAILED: {exc}", file=sys.stderr)

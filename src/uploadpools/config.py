@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     default_free_quota: int = Field(default=13, ge=0)
 
     # Engine
+    # Which loops this process runs: a node can be a dedicated ticker or dispatcher.
+    engine_roles: Annotated[list[Literal["ticker", "dispatcher", "fetcher"]], NoDecode] = Field(
+        default_factory=lambda: ["ticker", "dispatcher", "fetcher"]
+    )
     engine_batch_size: int = Field(default=200, ge=1, le=5000)
     dispatch_concurrency: int = Field(default=8, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, ge=5)
@@ -84,6 +88,13 @@ class Settings(BaseSettings):
     # Pools
     default_grace_minutes: int = Field(default=15, ge=0, le=24 * 60)
     schedule_preview_max: int = Field(default=500, ge=1)
+
+    @field_validator("engine_roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
 
     @field_validator("private_networks_allowed", mode="before")
     @classmethod

@@ -151,13 +151,17 @@ async def _check_running_low(
             workspace_id=pool.workspace_id,
             level="info",
             kind="pool.running_low",
-            message=(
-                f"Pool “{pool.name}” is running low: {left} video(s) left for {coming} "
-                f"slot(s) in the next {settings.low_queue_hours} h."
-            ),
+            message=low_queue_message(pool, left, coming, settings),
             now=now,
             pool_id=pool.id,
         )
+
+
+def low_queue_message(pool: Pool, left: int, coming: int, settings: Settings) -> str:
+    return (
+        f"Pool “{pool.name}” is running low: {left} video(s) left for {coming} "
+        f"slot(s) in the next {settings.low_queue_hours} h."
+    )
 
 
 async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:

@@ -1,28 +1,42 @@
-"""Due slots → firings. Every step is one short transaction over a batch of pools.
+"""Due slots → firings, set-based: one short transaction per batch of pools, a handful of
+statements per batch whatever its size.
 
-Per pool, under its row lock, due occurrences are taken in (instant, slot rank) order:
-that is what keeps FIFO strict when two slots of one pool fall due together. A
-scheduled firing is unique on (slot, local date) in the database, so a second ticker, a
-restart or a DST quirk can never fire an occurrence twice.
+Per pool, under its row lock, due occurrences are taken in (instant, slot rank) order,
+which keeps FIFO strict when two slots of one pool fall due together. A scheduled
+firing is unique on (slot, local date) in the database; under the pool lock the batch
+first looks the pairs up, so a slot edited to a later time the same day, a second
+ticker or a restart can never fire an occurrence twice.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
 from uploadpools.config import Settings
-from uploadpools.engine.firing import fire
+from uploadpools.engine.firing import low_queue_message, settle
 from uploadpools.kit.clock import Clock
-from uploadpools.models import Firing, Pool, Slot, SlotAccount
-from uploadpools.notifications.service import notify
+from uploadpools.kit.ids import new_id
+from uploadpools.models import (
+    Account,
+    Delivery,
+    Firing,
+    Media,
+    Notification,
+    Pool,
+    QueueItem,
+    Slot,
+    SlotAccount,
+)
 from uploadpools.pools import forecast
+from uploadpools.pools.repository import SlotView
 from uploadpools.store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -39,15 +53,61 @@ class TickResult:
         return self.fired + self.missed
 
 
-def _advance(pool: Pool, slot: Slot, after: datetime) -> None:
-    occ = schedule.next_occurrence(
+@dataclass
+class _Due:
+    slot: Slot
+    local_date: date
+    at: datetime
+    missed: list[schedule.Occurrence] | None = None  # a missed record covering these
+
+
+def _next(pool: Pool, slot: Slot, after: datetime) -> schedule.Occurrence:
+    return schedule.next_occurrence(
         schedule.parse_time(slot.time),
         forecast.days_from_mask(slot.days_mask),
         schedule.load_zone(pool.timezone),
         after,
     )
-    slot.next_fire_at = occ.at
-    slot.next_local_date = occ.local_date
+
+
+def _plan(pool: Pool, slots: list[Slot], links: dict[str, list[str]], now: datetime) -> list[_Due]:
+    """Walk the pool's due occurrences in order, advancing each slot as it is taken."""
+    grace = timedelta(minutes=pool.grace_minutes)
+    out: list[_Due] = []
+    while True:
+        due = [s for s in slots if s.next_fire_at is not None and s.next_fire_at <= now]
+        if not due:
+            return out
+        slot = min(due, key=lambda s: (s.next_fire_at, s.rank, s.id))
+        assert slot.next_fire_at is not None and slot.next_local_date is not None
+        if pool.state != "active" or not links.get(slot.id):
+            slot.next_fire_at = slot.next_local_date = None
+            continue
+        at, local_date = slot.next_fire_at, slot.next_local_date
+        if now - at > grace:
+            occs = schedule.occurrences_between(
+                schedule.parse_time(slot.time),
+                forecast.days_from_mask(slot.days_mask),
+                schedule.load_zone(pool.timezone),
+                at,
+                now - grace,
+            ) or [schedule.Occurrence(local_date, at)]
+            out.append(_Due(slot, local_date, at, missed=occs))
+            nxt = _next(pool, slot, occs[-1].at)
+        else:
+            out.append(_Due(slot, local_date, at))
+            nxt = _next(pool, slot, at)
+        slot.next_fire_at, slot.next_local_date = nxt.at, nxt.local_date
+
+
+def _missed_message(pool: Pool, slot: Slot, occs: list[schedule.Occurrence]) -> str:
+    n = len(occs)
+    when = occs[0].at.isoformat() if n == 1 else f"{occs[0].local_date} to {occs[-1].local_date}"
+    return (
+        f"Pool “{pool.name}” missed {n} slot time(s) at {slot.time} ({when}) while the service "
+        f"was down longer than its {pool.grace_minutes}-minute grace window. No video was "
+        "used; the queue is unchanged."
+    )
 
 
 class Ticker:
@@ -73,142 +133,299 @@ class Ticker:
         now = self.clock.now()
         while True:
             async with session_scope(self.maker) as session:
-                done = await self._batch(session, now, result)
-            if not done:
+                handled = await self._batch(session, now, result)
+            if not handled:
                 return result
 
     async def _batch(self, session: AsyncSession, now: datetime, result: TickResult) -> int:
-        pool_ids = list(
-            (
+        due_pool_ids = (
+            select(Slot.pool_id)
+            .where(Slot.next_fire_at <= now)
+            .group_by(Slot.pool_id)
+            .order_by(Slot.pool_id)
+            .limit(self.settings.engine_batch_size)
+            .scalar_subquery()
+        )
+        pools = {
+            p.id: p
+            for p in (
                 await session.scalars(
-                    select(Slot.pool_id)
-                    .where(Slot.next_fire_at <= now)
-                    .group_by(Slot.pool_id)
-                    .order_by(Slot.pool_id)
-                    .limit(self.settings.engine_batch_size)
+                    select(Pool)
+                    .where(Pool.id.in_(due_pool_ids))
+                    .order_by(Pool.id)
+                    .with_for_update(skip_locked=True)
+                )
+            ).all()
+        }
+        if not pools:
+            return 0
+        slots_by_pool: dict[str, list[Slot]] = defaultdict(list)
+        for s in (
+            await session.scalars(
+                select(Slot)
+                .where(Slot.pool_id.in_(pools))
+                .order_by(Slot.pool_id, Slot.rank, Slot.id)
+            )
+        ).all():
+            slots_by_pool[s.pool_id].append(s)
+        links: dict[str, list[str]] = defaultdict(list)
+        for slot_id, account_id in (
+            await session.execute(
+                select(SlotAccount.slot_id, SlotAccount.account_id)
+                .join(Slot, Slot.id == SlotAccount.slot_id)
+                .where(Slot.pool_id.in_(pools))
+                .order_by(SlotAccount.slot_id, SlotAccount.rank)
+            )
+        ).all():
+            links[slot_id].append(account_id)
+
+        plans = {pid: _plan(p, slots_by_pool[pid], links, now) for pid, p in pools.items()}
+        wanted = [(d.slot.id, d.local_date) for plan in plans.values() for d in plan]
+        taken: set[tuple[str, date]] = set()
+        if wanted:
+            taken = {
+                (r[0], r[1])
+                for r in (
+                    await session.execute(
+                        select(Firing.slot_id, Firing.local_date).where(
+                            Firing.kind == "scheduled",
+                            tuple_(Firing.slot_id, Firing.local_date).in_(wanted),
+                        )
+                    )
+                ).all()
+            }
+        need = {
+            pid: sum(1 for d in plan if d.missed is None and (d.slot.id, d.local_date) not in taken)
+            for pid, plan in plans.items()
+        }
+        heads = await self._heads(session, {pid: n for pid, n in need.items() if n})
+        account_ids = {a for ids in links.values() for a in ids}
+        accounts = (
+            {
+                a.id: a
+                for a in (
+                    await session.scalars(select(Account).where(Account.id.in_(account_ids)))
+                ).all()
+            }
+            if account_ids
+            else {}
+        )
+
+        firing_rows: list[dict[str, Any]] = []
+        delivery_rows: list[dict[str, Any]] = []
+        item_rows: list[dict[str, Any]] = []
+        notes: list[dict[str, Any]] = []
+        settle_now: list[str] = []
+        fired_pools: set[str] = set()
+        retry_until = now + timedelta(minutes=self.settings.retry_window_minutes)
+        for pid, plan in plans.items():
+            pool = pools[pid]
+            queue = heads.get(pid, [])
+            for d in plan:
+                if (d.slot.id, d.local_date) in taken:
+                    log.info("slot %s already has a record for %s", d.slot.id, d.local_date)
+                    continue
+                fid = new_id()
+                row: dict[str, Any] = dict(
+                    id=fid,
+                    pool_id=pid,
+                    slot_id=d.slot.id,
+                    kind="scheduled",
+                    local_date=d.local_date,
+                    scheduled_for=d.at,
+                    fired_at=now,
+                    covers_until=None,
+                    missed_count=0,
+                    item_id=None,
+                )
+                firing_rows.append(row)
+                result.firing_ids.append(fid)
+                if d.missed is not None:
+                    row.update(
+                        outcome="missed",
+                        covers_until=d.missed[-1].local_date,
+                        missed_count=len(d.missed),
+                    )
+                    notes.append(
+                        self._note(
+                            pool,
+                            "warning",
+                            "firing.missed",
+                            _missed_message(pool, d.slot, d.missed),
+                            now,
+                        )
+                    )
+                    result.missed += 1
+                    continue
+                result.fired += 1
+                if not queue:
+                    row["outcome"] = "empty"
+                    if pool.empty_since is None:
+                        pool.empty_since = now
+                        notes.append(
+                            self._note(
+                                pool,
+                                "warning",
+                                "pool.empty",
+                                f"Pool “{pool.name}” has no videos queued: its slots are passing without posts.",
+                                now,
+                            )
+                        )
+                    continue
+                item_id = queue.pop(0)
+                row.update(outcome="pending", item_id=item_id)
+                item_rows.append({"id": item_id, "status": "dispatching", "dispatched_at": now})
+                fired_pools.add(pid)
+                final = True
+                for account_id in links[d.slot.id]:
+                    account = accounts.get(account_id)
+                    if account is None:
+                        continue
+                    drow: dict[str, Any] = dict(
+                        id=new_id(),
+                        firing_id=fid,
+                        item_id=item_id,
+                        account_id=account_id,
+                        platform=account.platform,
+                        status="pending",
+                        reason=None,
+                        detail=None,
+                        attempts=0,
+                        lease_token=0,
+                        job={},
+                        retry_until=retry_until,
+                        created_at=now,
+                        finished_at=None,
+                    )
+                    if account.status == "disabled":
+                        drow.update(
+                            status="skipped",
+                            reason="account_disabled",
+                            finished_at=now,
+                            detail=f"account “{account.name}” is disabled",
+                        )
+                    elif account.status == "needs_reauth":
+                        drow.update(
+                            status="skipped",
+                            reason="auth_expired",
+                            finished_at=now,
+                            detail=f"account “{account.name}” needs to be reconnected",
+                        )
+                    else:
+                        final = False
+                    delivery_rows.append(drow)
+                if final:
+                    settle_now.append(fid)
+
+        await session.flush()  # slots advanced, pools' empty_since
+        if firing_rows:
+            await session.execute(insert(Firing), firing_rows)
+        if item_rows:
+            await session.execute(update(QueueItem), item_rows)
+        if delivery_rows:
+            await session.execute(insert(Delivery), delivery_rows)
+        if notes:
+            await session.execute(insert(Notification), notes)
+        for fid in settle_now:
+            firing = await session.get(Firing, fid)
+            assert firing is not None
+            await settle(session, firing, now)
+        if fired_pools and self.settings.low_queue_hours > 0:
+            await self._running_low(
+                session, [pools[p] for p in fired_pools], slots_by_pool, links, now
+            )
+        return len(pools)
+
+    @staticmethod
+    def _note(pool: Pool, level: str, kind: str, message: str, now: datetime) -> dict[str, Any]:
+        return dict(
+            id=new_id(),
+            workspace_id=pool.workspace_id,
+            level=level,
+            kind=kind,
+            message=message,
+            pool_id=pool.id,
+            item_id=None,
+            created_at=now,
+            read_at=None,
+        )
+
+    async def _heads(self, session: AsyncSession, need: dict[str, int]) -> dict[str, list[str]]:
+        """The first `need[pool]` ready queued items of each pool, in queue order."""
+        if not need:
+            return {}
+        rn = (
+            func.row_number()
+            .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
+            .label("rn")
+        )
+        ranked = (
+            select(QueueItem.id, QueueItem.pool_id, rn)
+            .join(Media, Media.id == QueueItem.media_id)
+            .where(
+                QueueItem.pool_id.in_(need),
+                QueueItem.status == "queued",
+                Media.state == "ready",
+            )
+            .subquery()
+        )
+        rows = await session.execute(
+            select(ranked.c.id, ranked.c.pool_id)
+            .where(ranked.c.rn <= max(need.values()))
+            .order_by(ranked.c.pool_id, ranked.c.rn)
+        )
+        out: dict[str, list[str]] = defaultdict(list)
+        for item_id, pool_id in rows.all():
+            if len(out[pool_id]) < need[pool_id]:
+                out[pool_id].append(item_id)
+        return out
+
+    async def _running_low(
+        self,
+        session: AsyncSession,
+        pools: list[Pool],
+        slots_by_pool: dict[str, list[Slot]],
+        links: dict[str, list[str]],
+        now: datetime,
+    ) -> None:
+        candidates = [p for p in pools if p.low_since is None and p.state == "active"]
+        if not candidates:
+            return
+        left = dict(
+            (
+                await session.execute(
+                    select(QueueItem.pool_id, func.count())
+                    .where(
+                        QueueItem.pool_id.in_([p.id for p in candidates]),
+                        QueueItem.status == "queued",
+                    )
+                    .group_by(QueueItem.pool_id)
                 )
             ).all()
         )
-        handled = 0
-        for pool_id in pool_ids:
-            pool = await session.scalar(
-                select(Pool).where(Pool.id == pool_id).with_for_update(skip_locked=True)
-            )
-            if pool is None:
-                continue  # another scheduler holds it
-            handled += 1
-            await self._pool(session, pool, now, result)
-        return handled
-
-    async def _pool(
-        self, session: AsyncSession, pool: Pool, now: datetime, result: TickResult
-    ) -> None:
-        grace = timedelta(minutes=pool.grace_minutes)
-        while True:
-            slot = await session.scalar(
-                select(Slot)
-                .where(Slot.pool_id == pool.id, Slot.next_fire_at <= now)
-                .order_by(Slot.next_fire_at, Slot.rank, Slot.id)
-                .limit(1)
-            )
-            if slot is None or slot.next_fire_at is None or slot.next_local_date is None:
-                return
-            if pool.state != "active":
-                slot.next_fire_at = slot.next_local_date = None
-                await session.flush()
-                continue
-            account_ids = list(
-                (
-                    await session.scalars(
-                        select(SlotAccount.account_id)
-                        .where(SlotAccount.slot_id == slot.id)
-                        .order_by(SlotAccount.rank)
+        horizon = now + timedelta(hours=self.settings.low_queue_hours)
+        notes = []
+        for pool in candidates:
+            n = int(left.get(pool.id, 0))
+            if n == 0:
+                continue  # the empty-queue notice will speak when it matters
+            views = [SlotView(s, links.get(s.id, [])) for s in slots_by_pool[pool.id]]
+            coming = 0
+            for _slot, occ in forecast.occurrences(pool, views, now):
+                if occ.at > horizon or coming > n:
+                    break
+                coming += 1
+            if n < coming:
+                pool.low_since = now
+                notes.append(
+                    self._note(
+                        pool,
+                        "info",
+                        "pool.running_low",
+                        low_queue_message(pool, n, coming, self.settings),
+                        now,
                     )
-                ).all()
-            )
-            if not account_ids:
-                slot.next_fire_at = slot.next_local_date = None
-                await session.flush()
-                continue
-            due_at, local_date = slot.next_fire_at, slot.next_local_date
-            if now - due_at > grace:
-                await self._missed(session, pool, slot, now, grace, result)
-                continue
-            try:
-                async with session.begin_nested():
-                    firing = await fire(
-                        session,
-                        self.settings,
-                        pool=pool,
-                        slot=slot,
-                        account_ids=account_ids,
-                        kind="scheduled",
-                        local_date=local_date,
-                        scheduled_for=due_at,
-                        now=now,
-                    )
-                result.fired += 1
-                result.firing_ids.append(firing.id)
-            except IntegrityError:
-                # That (slot, local date) has its firing already: never twice.
-                log.info("slot %s already fired on %s", slot.id, local_date)
-            _advance(pool, slot, due_at)
-            await session.flush()  # the next query must see the slot's new instant
-
-    async def _missed(
-        self,
-        session: AsyncSession,
-        pool: Pool,
-        slot: Slot,
-        now: datetime,
-        grace: timedelta,
-        result: TickResult,
-    ) -> None:
-        """One `missed` record for every occurrence past its grace window; later ones
-        (still within grace) are left due so they fire late."""
-        assert slot.next_fire_at is not None and slot.next_local_date is not None
-        first_at, first_date = slot.next_fire_at, slot.next_local_date
-        occs = schedule.occurrences_between(
-            schedule.parse_time(slot.time),
-            forecast.days_from_mask(slot.days_mask),
-            schedule.load_zone(pool.timezone),
-            first_at,
-            now - grace,
-        )
-        last = occs[-1] if occs else schedule.Occurrence(first_date, first_at)
-        try:
-            async with session.begin_nested():
-                firing = Firing(
-                    pool_id=pool.id,
-                    slot_id=slot.id,
-                    kind="scheduled",
-                    local_date=first_date,
-                    covers_until=last.local_date,
-                    missed_count=max(1, len(occs)),
-                    scheduled_for=first_at,
-                    fired_at=now,
-                    outcome="missed",
                 )
-                session.add(firing)
-                await session.flush()
-                n = max(1, len(occs))
-                when = first_at.isoformat() if n == 1 else f"{first_date} to {last.local_date}"
-                await notify(
-                    session,
-                    workspace_id=pool.workspace_id,
-                    level="warning",
-                    kind="firing.missed",
-                    message=(
-                        f"Pool “{pool.name}” missed {n} slot time(s) at {slot.time} ({when}) while "
-                        f"the service was down longer than its {pool.grace_minutes}-minute grace "
-                        "window. No video was used; the queue is unchanged."
-                    ),
-                    now=now,
-                    pool_id=pool.id,
-                )
-            result.missed += 1
-            result.firing_ids.append(firing.id)
-        except IntegrityError:
-            log.info("slot %s already has a record for %s", slot.id, first_date)
-        _advance(pool, slot, last.at)
-        await session.flush()
+        if notes:
+            await session.flush()
+            await session.execute(insert(Notification), notes)

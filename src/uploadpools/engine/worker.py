@@ -132,12 +132,14 @@ class Engine:
         await self.tick_wakeup.listen(
             self.settings.resolved_database_url, self.dispatch_wakeup.set, self.fetcher.wake
         )
-        self._tasks = [
-            asyncio.create_task(self._ticker_loop(), name="engine-ticker"),
-            asyncio.create_task(self._dispatch_loop(), name="engine-dispatcher"),
-            asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat"),
-            asyncio.create_task(self.fetcher.run(), name="media-fetcher"),
-        ]
+        roles = set(self.settings.engine_roles)
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat")]
+        if "ticker" in roles:
+            self._tasks.append(asyncio.create_task(self._ticker_loop(), name="engine-ticker"))
+        if "dispatcher" in roles:
+            self._tasks.append(asyncio.create_task(self._dispatch_loop(), name="engine-dispatcher"))
+        if "fetcher" in roles:
+            self._tasks.append(asyncio.create_task(self.fetcher.run(), name="media-fetcher"))
 
     async def stop(self, grace_seconds: float = 20.0) -> None:
         """Stop claiming; let in-flight posts finish for a while; then cancel (their leases

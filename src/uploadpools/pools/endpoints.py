@@ -18,13 +18,14 @@ from uploadpools.kit.pagination import clamp_limit
 from uploadpools.kit.responses import commit_response
 from uploadpools.media.service import delete_media
 from uploadpools.models import Firing
-from uploadpools.pools.forecast import days_from_mask
+from uploadpools.pools.forecast import days_from_mask, predict_skips
 from uploadpools.pools.repository import PoolView, SlotView
 from uploadpools.pools.schemas import (
     FiringRead,
     PoolCreate,
     PoolRead,
     PoolUpdate,
+    PredictedSkipRead,
     ScheduleEntry,
     ScheduleRead,
     SlotIn,
@@ -236,8 +237,16 @@ async def pool_schedule(
     ] = False,
 ) -> ScheduleRead:
     limit = min(limit, settings.schedule_preview_max)
-    coming = await PoolService(session, settings).schedule(
+    svc = PoolService(session, settings)
+    coming = await svc.schedule(
         ws.workspace_id, pool_id, limit=limit, now=now, assume_active=assume_active
+    )
+    skips = (
+        predict_skips(
+            coming, await svc.skip_forecast_input(await svc.get(ws.workspace_id, pool_id), now), now
+        )
+        if coming
+        else []
     )
     return ScheduleRead(
         items=[
@@ -247,8 +256,12 @@ async def pool_schedule(
                 local_date=c.occurrence.local_date.isoformat(),
                 account_ids=c.slot.account_ids,
                 item_id=c.item_id,
+                skips=[
+                    PredictedSkipRead(account_id=p.account_id, reason=p.reason, detail=p.detail)
+                    for p in s
+                ],
             )
-            for c in coming
+            for c, s in zip(coming, skips, strict=True)
         ]
     )
 

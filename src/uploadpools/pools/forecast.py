@@ -70,3 +70,73 @@ def mask_from_days(days: Sequence[str]) -> int:
 
 def days_from_mask(mask: int) -> frozenset[int]:
     return frozenset(i for i in range(7) if mask >> i & 1)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedSkip:
+    account_id: str
+    reason: str
+    detail: str
+
+
+@dataclass
+class SkipForecastInput:
+    """What the forecast knows: accounts, the owner's plan and recent posts."""
+
+    accounts: dict[str, tuple[str, str, str]]  # id → (platform, status, name)
+    quota_limit: int | None  # None: paid, unlimited
+    quota_used_now: int
+    recent_posts: dict[str, list[datetime]]  # account id → posted instants, last 24 h
+    account_caps: dict[str, int]
+
+
+def predict_skips(
+    coming_list: Sequence[Coming], data: SkipForecastInput, now: datetime
+) -> list[list[PredictedSkip]]:
+    """For each coming firing, the deliveries predicted to be skipped and why.
+
+    Only this pool's own coming posts are counted against the quota and caps (other pools
+    of the owner may use units too, so this is a lower bound on skips)."""
+    from datetime import timedelta
+
+    month = (now.year, now.month)
+    used = data.quota_used_now
+    history = {k: sorted(v) for k, v in data.recent_posts.items()}
+    out: list[list[PredictedSkip]] = []
+    for c in coming_list:
+        skips: list[PredictedSkip] = []
+        if c.item_id is None:
+            out.append(skips)
+            continue
+        at = c.occurrence.at
+        if (at.year, at.month) != month:
+            month, used = (at.year, at.month), 0  # the quota renews each calendar month (UTC)
+        for account_id in c.slot.account_ids:
+            platform, status, name = data.accounts.get(account_id, ("", "disabled", "?"))
+            cap = data.account_caps.get(platform)
+            posts = [t for t in history.get(account_id, []) if at - timedelta(hours=24) < t <= at]
+            if status == "needs_reauth":
+                skips.append(
+                    PredictedSkip(account_id, "auth_expired", f"“{name}” needs to be reconnected")
+                )
+            elif status == "disabled":
+                skips.append(PredictedSkip(account_id, "account_disabled", f"“{name}” is disabled"))
+            elif cap is not None and len(posts) >= cap:
+                skips.append(
+                    PredictedSkip(
+                        account_id,
+                        "platform_daily_limit",
+                        f"{platform} allows {cap} posts per 24 h",
+                    )
+                )
+            elif data.quota_limit is not None and used >= data.quota_limit:
+                skips.append(
+                    PredictedSkip(
+                        account_id, "quota_exceeded", "the monthly upload quota will be used up"
+                    )
+                )
+            else:
+                used += 1
+                history.setdefault(account_id, []).append(at)
+        out.append(skips)
+    return out

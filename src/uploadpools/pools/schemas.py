@@ -66,12 +66,21 @@ class PoolRead(BaseModel):
     created_at: datetime
 
 
+class PredictedSkipRead(BaseModel):
+    account_id: str
+    reason: str
+    detail: str
+
+
 class ScheduleEntry(BaseModel):
     slot_id: str
     at: datetime
     local_date: str
     account_ids: list[str]
     item_id: str | None
+    # Deliveries of this firing forecast to be skipped, and why (quota, platform cap,
+    # account needing re-auth or disabled). Empty when all should post.
+    skips: list[PredictedSkipRead] = []
 
 
 class ScheduleRead(BaseModel):

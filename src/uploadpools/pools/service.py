@@ -269,6 +269,48 @@ class PoolService:
         queued = await self.queued_ids(pool_id, limit)
         return forecast.coming(view.pool, view.slots, queued, now, limit)
 
+    async def skip_forecast_input(self, pool: Pool, now: datetime) -> forecast.SkipForecastInput:
+        from datetime import timedelta
+
+        from uploadpools.models import Delivery, Workspace
+        from uploadpools.workspace.service import usage
+
+        views = (await self.repo.slots_of([pool.id])).get(pool.id, [])
+        ids = {a for v in views for a in v.account_ids}
+        accounts = (
+            {
+                a.id: (a.platform, a.status, a.name)
+                for a in (
+                    await self.session.scalars(select(Account).where(Account.id.in_(ids)))
+                ).all()
+            }
+            if ids
+            else {}
+        )
+        recent: dict[str, list[datetime]] = {}
+        if ids:
+            for account_id, at in (
+                await self.session.execute(
+                    select(Delivery.account_id, Delivery.finished_at).where(
+                        Delivery.account_id.in_(ids),
+                        Delivery.status == "posted",
+                        Delivery.finished_at > now - timedelta(hours=24),
+                    )
+                )
+            ).all():
+                if account_id and at:
+                    recent.setdefault(account_id, []).append(at)
+        ws = await self.session.get(Workspace, pool.workspace_id)
+        assert ws is not None
+        u = await usage(self.session, ws.owner_id, now)
+        return forecast.SkipForecastInput(
+            accounts=accounts,
+            quota_limit=u.limit,
+            quota_used_now=u.used,
+            recent_posts=recent,
+            account_caps=self.settings.platform_account_daily_caps,
+        )
+
     async def firings(
         self, workspace_id: str, pool_id: str, *, limit: int, cursor: str | None
     ) -> tuple[list[Firing], str | None]:

@@ -170,6 +170,24 @@ class Dispatcher:
                     )
                 ).all()
             )
+            if rows:
+                # Load what the claims need in a few queries (the identity map serves the rest).
+                items = (
+                    await session.scalars(
+                        select(QueueItem).where(QueueItem.id.in_({d.item_id for d in rows}))
+                    )
+                ).all()
+                await session.scalars(
+                    select(Firing).where(Firing.id.in_({d.firing_id for d in rows}))
+                )
+                await session.scalars(
+                    select(Media).where(Media.id.in_({i.media_id for i in items}))
+                )
+                await session.scalars(
+                    select(Account).where(
+                        Account.id.in_({d.account_id for d in rows if d.account_id})
+                    )
+                )
             for d in rows:
                 c = await self._claim_one(session, d, now)
                 if c is not None:

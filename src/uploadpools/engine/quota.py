@@ -25,11 +25,14 @@ async def reserve(
     )
     if existing is not None:
         return True
-    owner = await session.scalar(select(User).where(User.id == owner_id).with_for_update())
-    if owner is None:
+    plan = await session.scalar(select(User.plan).where(User.id == owner_id))
+    if plan is None:
         return False
     period, _, _ = month_bounds(now)
-    if owner.plan != "paid":
+    if plan != "paid":
+        # Only a limited owner's units are counted, under the owner's row lock.
+        owner = await session.scalar(select(User).where(User.id == owner_id).with_for_update())
+        assert owner is not None
         used = await session.scalar(
             select(func.count())
             .select_from(QuotaEntry)

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 from sqlalchemy import select
-
 from test_dispatcher import deliveries, webhook_pool
 from test_ticker import NINE, item
+
 from uploadpools.connectors.webhook.connector import WebhookConnector
 from uploadpools.engine.worker import Engine
 from uploadpools.models import EngineNode
@@ -22,14 +22,16 @@ def runner(app, clock):  # type: ignore[no-untyped-def]
     return Engine(st.maker, st.settings, clock, st.storage, st.http, st.fetcher, role="worker")
 
 
-async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(predicate, limit_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     """Wait for the engine's own tasks (real work), never for time to pass."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit_s):
         while not await predicate():
             await asyncio.sleep(0.02)
 
 
-async def test_timeout_is_retried_then_posts(allow_loopback, client, tenant, engine, clock, app, receiver, sample_mp4, monkeypatch):  # type: ignore[no-untyped-def]
+async def test_timeout_is_retried_then_posts(
+    allow_loopback, client, tenant, engine, clock, app, receiver, sample_mp4, monkeypatch
+):  # type: ignore[no-untyped-def]
     monkeypatch.setattr(WebhookConnector, "timeout_s", 0.3)
     pool, _acc, (a,) = await webhook_pool(client, tenant, receiver, sample_mp4)
     hold = threading.Event()
@@ -47,7 +49,9 @@ async def test_timeout_is_retried_then_posts(allow_loopback, client, tenant, eng
     assert (got["status"], got["deliveries"][0]["attempts"]) == ("dispatched", 2)
 
 
-async def test_due_slot_fires_when_engine_runs_and_stop_finishes_in_flight(allow_loopback, client, tenant, clock, app, receiver, sample_mp4):  # type: ignore[no-untyped-def]
+async def test_due_slot_fires_when_engine_runs_and_stop_finishes_in_flight(
+    allow_loopback, client, tenant, clock, app, receiver, sample_mp4
+):  # type: ignore[no-untyped-def]
     pool, _acc, (a,) = await webhook_pool(client, tenant, receiver, sample_mp4)
     hold = threading.Event()
     receiver.hold = hold
@@ -55,6 +59,7 @@ async def test_due_slot_fires_when_engine_runs_and_stop_finishes_in_flight(allow
     eng = runner(app, clock)
     await eng.start()
     try:
+
         async def received() -> bool:
             return len(receiver.requests) == 1
 
@@ -86,14 +91,18 @@ async def test_api_change_wakes_the_ticker(client, tenant, clock, app, sample_mp
     try:
         await asyncio.sleep(0.05)  # let the loops go to sleep
         clock.set(NINE)
-        r = await client.patch(f"/api/v1/pools/{pool['id']}", json={"state": "active"}, headers=tenant.headers)
+        r = await client.patch(
+            f"/api/v1/pools/{pool['id']}", json={"state": "active"}, headers=tenant.headers
+        )
         assert r.json()["next_fire_at"] == "2026-03-04T09:00:00Z"
         clock.set(NINE.replace(day=4))
 
         async def fired() -> bool:
-            return len(await deliveries(app)) == 0 and await eng.ticker.next_due() is not None and (
-                await eng.ticker.next_due()
-            ).day == 5
+            return (
+                len(await deliveries(app)) == 0
+                and await eng.ticker.next_due() is not None
+                and (await eng.ticker.next_due()).day == 5
+            )
 
         app.state.uploadpools.wake()
         await wait_for(fired)

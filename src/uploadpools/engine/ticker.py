@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
@@ -138,14 +138,9 @@ class Ticker:
                 return result
 
     async def _batch(self, session: AsyncSession, now: datetime, result: TickResult) -> int:
-        due_pool_ids = (
-            select(Slot.pool_id)
-            .where(Slot.next_fire_at <= now)
-            .group_by(Slot.pool_id)
-            .order_by(Slot.pool_id)
-            .limit(self.settings.engine_batch_size)
-            .scalar_subquery()
-        )
+        # LIMIT applies after SKIP LOCKED: a second ticker takes the next pools instead
+        # of finding this batch's pools locked.
+        due_pool_ids = select(Slot.pool_id).where(Slot.next_fire_at <= now)
         pools = {
             p.id: p
             for p in (
@@ -153,6 +148,7 @@ class Ticker:
                     select(Pool)
                     .where(Pool.id.in_(due_pool_ids))
                     .order_by(Pool.id)
+                    .limit(self.settings.engine_batch_size)
                     .with_for_update(skip_locked=True)
                 )
             ).all()
@@ -183,17 +179,16 @@ class Ticker:
         wanted = [(d.slot.id, d.local_date) for plan in plans.values() for d in plan]
         taken: set[tuple[str, date]] = set()
         if wanted:
-            taken = {
-                (r[0], r[1])
-                for r in (
-                    await session.execute(
-                        select(Firing.slot_id, Firing.local_date).where(
-                            Firing.kind == "scheduled",
-                            tuple_(Firing.slot_id, Firing.local_date).in_(wanted),
-                        )
-                    )
-                ).all()
-            }
+            # Plain IN lists (not row values) so both databases use the unique index.
+            rows = await session.execute(
+                select(Firing.slot_id, Firing.local_date).where(
+                    Firing.kind == "scheduled",
+                    Firing.slot_id.in_({w[0] for w in wanted}),
+                    Firing.local_date.in_({w[1] for w in wanted}),
+                )
+            )
+            wanted_set = set(wanted)
+            taken = {(r[0], r[1]) for r in rows.all()} & wanted_set
         need = {
             pid: sum(1 for d in plan if d.missed is None and (d.slot.id, d.local_date) not in taken)
             for pid, plan in plans.items()
@@ -319,13 +314,21 @@ class Ticker:
 
         await session.flush()  # slots advanced, pools' empty_since
         if firing_rows:
-            await session.execute(insert(Firing), firing_rows)
+            await session.execute(insert(Firing.__table__), firing_rows)
         if item_rows:
-            await session.execute(update(QueueItem), item_rows)
+            await session.execute(
+                update(QueueItem.__table__)
+                .where(QueueItem.__table__.c.id == bindparam("b_id"))
+                .values(status=bindparam("b_status"), dispatched_at=bindparam("b_at")),
+                [
+                    {"b_id": r["id"], "b_status": r["status"], "b_at": r["dispatched_at"]}
+                    for r in item_rows
+                ],
+            )
         if delivery_rows:
-            await session.execute(insert(Delivery), delivery_rows)
+            await session.execute(insert(Delivery.__table__), delivery_rows)
         if notes:
-            await session.execute(insert(Notification), notes)
+            await session.execute(insert(Notification.__table__), notes)
         for fid in settle_now:
             firing = await session.get(Firing, fid)
             assert firing is not None
@@ -359,25 +362,55 @@ class Ticker:
             .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
             .label("rn")
         )
+        # Rank the queues first, then look at the few head rows' media: joining media in
+        # the ranked query lets SQLite start from the (large) media table.
+        slack = 4
         ranked = (
-            select(QueueItem.id, QueueItem.pool_id, rn)
-            .join(Media, Media.id == QueueItem.media_id)
-            .where(
-                QueueItem.pool_id.in_(need),
-                QueueItem.status == "queued",
-                Media.state == "ready",
-            )
+            select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
+            .where(QueueItem.pool_id.in_(need), QueueItem.status == "queued")
             .subquery()
         )
-        rows = await session.execute(
-            select(ranked.c.id, ranked.c.pool_id)
-            .where(ranked.c.rn <= max(need.values()))
-            .order_by(ranked.c.pool_id, ranked.c.rn)
+        rows = (
+            await session.execute(
+                select(ranked.c.id, ranked.c.pool_id, ranked.c.media_id, ranked.c.rn)
+                .where(ranked.c.rn <= max(need.values()) + slack)
+                .order_by(ranked.c.pool_id, ranked.c.rn)
+            )
+        ).all()
+        ready = (
+            set(
+                (
+                    await session.scalars(
+                        select(Media.id).where(
+                            Media.id.in_({r[2] for r in rows}), Media.state == "ready"
+                        )
+                    )
+                ).all()
+            )
+            if rows
+            else set()
         )
         out: dict[str, list[str]] = defaultdict(list)
-        for item_id, pool_id in rows.all():
-            if len(out[pool_id]) < need[pool_id]:
+        seen: dict[str, int] = defaultdict(int)
+        for item_id, pool_id, media_id, _rank in rows:
+            seen[pool_id] += 1
+            if media_id in ready and len(out[pool_id]) < need[pool_id]:
                 out[pool_id].append(item_id)
+        # A pool whose first rows all wait for their media: look further down its queue.
+        for pool_id, n in need.items():
+            if len(out[pool_id]) < n and seen[pool_id] >= max(need.values()) + slack:
+                more = await session.scalars(
+                    select(QueueItem.id)
+                    .join(Media, Media.id == QueueItem.media_id)
+                    .where(
+                        QueueItem.pool_id == pool_id,
+                        QueueItem.status == "queued",
+                        Media.state == "ready",
+                    )
+                    .order_by(QueueItem.seq, QueueItem.id)
+                    .limit(n)
+                )
+                out[pool_id] = list(more.all())
         return out
 
     async def _running_low(
@@ -428,4 +461,4 @@ class Ticker:
                 )
         if notes:
             await session.flush()
-            await session.execute(insert(Notification), notes)
+            await session.execute(insert(Notification.__table__), notes)

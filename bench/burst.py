@@ -1,12 +1,15 @@
 """Burst benchmark: N slots due at one instant; how late is each firing, how fast do they go.
 
     .venv/bin/python bench/burst.py [--slots N] [--store sqlite|postgres] [--workers W]
-        [--postgres-url URL] [--batch-size B] [--timeout S] [--profile FILE]
+        [--postgres-url URL] [--batch-size B] [--history-days D] [--timeout S]
+        [--poll-margin S] [--profile FILE | --sql-timing]
 
 Seeds N active pools on a fresh store (SQLite in a temp dir, or a fresh PostgreSQL
 database that is dropped afterwards), each with one daily slot at 09:00 UTC on a
 fixed day T, one webhook account link, and one ready video queued, so every firing
-pops an item and creates a delivery in the same transaction. Then:
+pops an item and creates a delivery in the same transaction. By default each pool
+also has one past day of posted videos (``--history-days``), so the tables are not
+empty, as on a service that has been running. Then:
 
 1. The clock of every process is the host clock shifted by a shared offset file
    (``UPLOADPOOLS_CLOCK_OFFSET_FILE``): "now" is T - 3 s when the engines wait for T.
@@ -44,7 +47,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
@@ -125,11 +128,19 @@ def scratch_dir() -> Iterator[Path]:
 # -- seeding ---------------------------------------------------------------------------------
 
 
-async def seed(settings: Any, slots: int) -> list[str]:
+async def seed(settings: Any, slots: int, history_days: int = 0) -> list[str]:
     """One paid user and workspace, one webhook account, ``slots`` measured pools
     (``burst-*``) and WARMUP_POOLS warm-up pools (``warmup-*``): each pool one slot, one
-    ready media row and one queued item. Core inserts in chunks. Returns the warm-up
-    pools' slot ids."""
+    ready media row and one queued item. With ``history_days``, each pool also has that
+    many past days of posted videos (item, media, firing, delivery), as a service that
+    has been running would. Core inserts in chunks. Returns the warm-up pools' slot ids.
+
+    On PostgreSQL the tables are then analysed (as autovacuum would have done on a
+    service that has been running), but only with history: statistics taken while
+    ``firings`` is empty make the foreign-key checks of ``deliveries`` cache sequential
+    scans of ``firings`` for the connection's lifetime, quadratic in a burst, a state a
+    fresh install (never analysed) or a running service does not have. SQLite is never
+    analysed: the application does not run ANALYZE or ``PRAGMA optimize``."""
     from sqlalchemy import insert
 
     from uploadpools.auth.service import create_user
@@ -137,6 +148,8 @@ async def seed(settings: Any, slots: int) -> list[str]:
     from uploadpools.kit.ids import new_id
     from uploadpools.models import (
         Account,
+        Delivery,
+        Firing,
         Media,
         Pool,
         PoolStateChange,
@@ -169,7 +182,7 @@ async def seed(settings: Any, slots: int) -> list[str]:
             await s.flush()
             account_id, ws_id = account.id, ws.id
 
-        chunk = 5000
+        chunk = max(500, 5000 // (1 + history_days))
         total = slots + WARMUP_POOLS
         for start in range(0, total, chunk):
             rows: dict[Any, list[dict[str, Any]]] = defaultdict(list)
@@ -229,22 +242,82 @@ async def seed(settings: Any, slots: int) -> list[str]:
                         pool_id=pid,
                         media_id=mid,
                         status="queued",
-                        seq=1 << 20,
+                        seq=(history_days + 1) << 20,
                         title=name,
                         caption="",
                         options={},
                         enqueued_at=now,
                     )
                 )
+                for d in range(1, history_days + 1):
+                    past = at - timedelta(days=d)
+                    hmid, hiid, hfid = new_id(), new_id(), new_id()
+                    rows[Media].append({**rows[Media][-1], "id": hmid})
+                    rows[QueueItem].append(
+                        dict(
+                            id=hiid,
+                            workspace_id=ws_id,
+                            pool_id=pid,
+                            media_id=hmid,
+                            status="dispatched",
+                            seq=(history_days + 1 - d) << 20,
+                            title=f"{name}-d{d}",
+                            caption="",
+                            options={},
+                            enqueued_at=now - timedelta(days=history_days),
+                            dispatched_at=past,
+                            finished_at=past,
+                        )
+                    )
+                    rows[Firing].append(
+                        dict(
+                            id=hfid,
+                            pool_id=pid,
+                            slot_id=sid,
+                            kind="scheduled",
+                            local_date=past.date(),
+                            scheduled_for=past,
+                            fired_at=past,
+                            outcome="dispatched",
+                            covers_until=None,
+                            missed_count=0,
+                            item_id=hiid,
+                        )
+                    )
+                    rows[Delivery].append(
+                        dict(
+                            id=new_id(),
+                            firing_id=hfid,
+                            item_id=hiid,
+                            account_id=account_id,
+                            platform="webhook",
+                            status="posted",
+                            attempts=1,
+                            lease_token=1,
+                            job={},
+                            remote_id="x",
+                            created_at=past,
+                            finished_at=past,
+                        )
+                    )
             async with session_scope(maker) as s:
-                for model in (Pool, PoolStateChange, Slot, SlotAccount, Media, QueueItem):
-                    await s.execute(insert(model), rows[model])
-        if engine.dialect.name == "postgresql":
-            # What autovacuum would do shortly after a bulk load; keeps plans realistic.
-            async with engine.connect() as conn:
-                await conn.execution_options(isolation_level="AUTOCOMMIT")
-                from sqlalchemy import text
+                for model in (
+                    Pool,
+                    PoolStateChange,
+                    Slot,
+                    SlotAccount,
+                    Media,
+                    QueueItem,
+                    Firing,
+                    Delivery,
+                ):
+                    if rows[model]:
+                        await s.execute(insert(model.__table__), rows[model])
+        if engine.dialect.name == "postgresql" and history_days > 0:
+            from sqlalchemy import text
 
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 await conn.execute(text("ANALYZE"))
     finally:
         await engine.dispose()
@@ -289,7 +362,8 @@ async def _poll(
     from uploadpools.kit.clock import OffsetClock
 
     clock = OffsetClock(offset_file)
-    sql = "SELECT id, slot_id FROM firings WHERE id > {} ORDER BY id"
+    sql = "SELECT id, slot_id, local_date FROM firings WHERE id > {} ORDER BY id"
+    day = DUE.date().isoformat()
     if store == "sqlite":
         import sqlite3
 
@@ -297,7 +371,7 @@ async def _poll(
         db.execute("PRAGMA busy_timeout=30000")
         q = sql.format("?")
 
-        async def fetch(floor: str) -> list[tuple[str, str]]:
+        async def fetch(floor: str) -> list[tuple[str, str, Any]]:
             return db.execute(q, (floor,)).fetchall()
 
         async def close() -> None:
@@ -308,13 +382,14 @@ async def _poll(
         pg = await asyncpg.connect(url)
         q = sql.format("$1")
 
-        async def fetch(floor: str) -> list[tuple[str, str]]:
-            return [(r[0], r[1]) for r in await pg.fetch(q, floor)]
+        async def fetch(floor: str) -> list[tuple[str, str, Any]]:
+            return [(r[0], r[1], r[2]) for r in await pg.fetch(q, floor)]
 
         async def close() -> None:
             await pg.close()
 
     seen: dict[str, float] = {}
+    cpu0 = time.process_time()
     polls = 0
     slowest = 0.0
     margin_ms = int(margin_s * 1000)
@@ -328,8 +403,8 @@ async def _poll(
             polls += 1
             if rows:
                 newest_ms = max(newest_ms, id_ms(rows[-1][0]))
-            for fid, sid in rows:
-                if fid not in seen and sid not in warm:
+            for fid, sid, local_date in rows:
+                if fid not in seen and sid not in warm and str(local_date) == day:
                     seen[fid] = visible
             took = time.perf_counter() - started
             slowest = max(slowest, took)
@@ -341,7 +416,17 @@ async def _poll(
             await asyncio.sleep(max(0.0, POLL_INTERVAL_S - took))
     finally:
         await close()
-    conn.send(("done", {"seen": seen, "polls": polls, "slowest_poll_s": slowest}))
+    conn.send(
+        (
+            "done",
+            {
+                "seen": seen,
+                "polls": polls,
+                "slowest_poll_s": slowest,
+                "poller_cpu_s": time.process_time() - cpu0,
+            },
+        )
+    )
 
 
 def start_poller(
@@ -365,7 +450,10 @@ def start_poller(
     theirs.close()
     if not ours.poll(60):
         raise BenchFailed("the poller did not start within 60 s")
-    kind, payload = ours.recv()
+    try:
+        kind, payload = ours.recv()
+    except EOFError:
+        raise BenchFailed(f"the poller exited with {proc.exitcode} while starting") from None
     if kind != "ready":
         raise BenchFailed(f"the poller failed:\n{payload}")
     return proc, ours
@@ -374,7 +462,10 @@ def start_poller(
 def poller_result(conn: Connection, wait_s: float) -> dict[str, Any]:
     if not conn.poll(wait_s):
         raise BenchFailed("the poller did not report")
-    kind, payload = conn.recv()
+    try:
+        kind, payload = conn.recv()
+    except EOFError:
+        raise BenchFailed("the poller exited without reporting") from None
     if kind != "done":
         raise BenchFailed(f"the poller failed:\n{payload}")
     result: dict[str, Any] = payload
@@ -393,14 +484,16 @@ async def verify(settings: Any) -> dict[str, Any]:
     clock = clock_for(settings.clock_offset_file)
 
     engine = create_engine(settings)
-    burst = "JOIN pools p ON p.id = f.pool_id WHERE p.name LIKE 'burst-%'"
+    burst = "JOIN pools p ON p.id = f.pool_id WHERE p.name LIKE 'burst-%' AND f.local_date = :day"
+    sqlite = engine.dialect.name == "sqlite"
+    day = {"day": DUE.date().isoformat() if sqlite else DUE.date()}
     try:
         async with engine.connect() as conn:
             swept_late = (clock.now() - DUE).total_seconds()
             ids = {
                 r[0]
                 for r in await conn.execute(
-                    text(f"SELECT f.id FROM firings f {burst} AND f.kind = 'scheduled'")
+                    text(f"SELECT f.id FROM firings f {burst} AND f.kind = 'scheduled'"), day
                 )
             }
             outcomes = dict(
@@ -409,7 +502,8 @@ async def verify(settings: Any) -> dict[str, Any]:
                         text(
                             f"SELECT f.outcome, count(*) FROM firings f {burst} "
                             "AND f.kind = 'scheduled' GROUP BY f.outcome"
-                        )
+                        ),
+                        day,
                     )
                 ).all()
             )
@@ -418,7 +512,8 @@ async def verify(settings: Any) -> dict[str, Any]:
                     "SELECT count(*) FROM (SELECT DISTINCT f.slot_id, f.local_date "
                     f"FROM firings f {burst} AND f.kind = 'scheduled' "
                     "AND f.outcome <> 'missed') x"
-                )
+                ),
+                day,
             )
             duplicates = (
                 await conn.execute(
@@ -431,21 +526,23 @@ async def verify(settings: Any) -> dict[str, Any]:
             deliveries = await conn.scalar(
                 text(
                     "SELECT count(*) FROM deliveries d JOIN firings f ON f.id = d.firing_id "
-                    f"JOIN pools p ON p.id = f.pool_id WHERE p.name LIKE 'burst-%'"
-                )
+                    f"{burst}"
+                ),
+                day,
             )
             items_taken = await conn.scalar(
                 text(
-                    "SELECT count(*) FROM queue_items q JOIN pools p ON p.id = q.pool_id "
-                    "WHERE p.name LIKE 'burst-%' AND q.status <> 'queued'"
-                )
+                    "SELECT count(DISTINCT q.id) FROM queue_items q JOIN firings f "
+                    f"ON f.item_id = q.id {burst} AND q.status <> 'queued'"
+                ),
+                day,
             )
             still_due = await conn.scalar(
                 text(
                     "SELECT count(*) FROM slots s JOIN pools p ON p.id = s.pool_id "
                     "WHERE p.name LIKE 'burst-%' AND s.next_fire_at <= :due"
                 ),
-                {"due": DUE if engine.dialect.name != "sqlite" else DUE.replace(tzinfo=None)},
+                {"due": DUE.replace(tzinfo=None) if sqlite else DUE},
             )
     finally:
         await engine.dispose()
@@ -462,6 +559,46 @@ async def verify(settings: Any) -> dict[str, Any]:
 
 
 # -- running the engine ------------------------------------------------------------------------
+
+
+class CpuWatch:
+    """How much CPU the rest of the machine used while the burst ran: total busy CPU time
+    minus that of this benchmark's processes and the PostgreSQL server's."""
+
+    def __init__(self, pids: list[int]) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.pids = pids
+
+    def _ours(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        procs = []
+        for pid in self.pids:
+            with contextlib.suppress(self.psutil.Error):
+                procs.append(self.psutil.Process(pid))
+        procs += [p for p in self.psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+        for proc in procs:
+            with contextlib.suppress(self.psutil.Error):
+                t = proc.cpu_times()
+                out[proc.pid] = t.user + t.system
+        return out
+
+    def _busy(self) -> float:
+        t = self.psutil.cpu_times()
+        return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+    def start(self) -> None:
+        self.t0, self.busy0, self.ours0 = time.monotonic(), self._busy(), self._ours()
+
+    def stop(self, also_mine: float = 0.0) -> tuple[float, float, float]:
+        """(CPU seconds used by other processes, as a share of the machine's capacity,
+        the wall time watched);
+        ``also_mine``: CPU time of our processes that have exited meanwhile."""
+        wall, busy, ours = time.monotonic() - self.t0, self._busy() - self.busy0, self._ours()
+        mine = also_mine + sum(v - self.ours0[p] for p, v in ours.items() if p in self.ours0)
+        others = max(0.0, busy - mine)
+        return others, others / max(wall * (os.cpu_count() or 1), 1e-9), wall
 
 
 class StatementTimer:
@@ -488,7 +625,9 @@ class StatementTimer:
     def report(self, top: int = 15) -> None:
         rows = sorted(self.stats.items(), key=lambda kv: -kv[1][1])[:top]
         total = sum(v[1] for v in self.stats.values())
-        print(f"  SQL wall time in the engine: {total:.2f} s over {sum(int(v[0]) for v in self.stats.values())} executions")
+        print(
+            f"  SQL wall time in the engine: {total:.2f} s over {sum(int(v[0]) for v in self.stats.values())} executions"
+        )
         for key, (n, t) in rows:
             print(f"    {t:7.3f} s {int(n):6d}x  {key}")
 
@@ -602,7 +741,11 @@ class Workers:
         out = []
         for log in self.logs:
             with contextlib.suppress(OSError):
-                out += [ln for ln in log.read_text(errors="replace").splitlines() if any(m in ln for m in marks)]
+                out += [
+                    ln
+                    for ln in log.read_text(errors="replace").splitlines()
+                    if any(m in ln for m in marks)
+                ]
         return out
 
     def stop(self) -> None:
@@ -706,12 +849,17 @@ def run(args: argparse.Namespace) -> int:
             clock_offset_file=offset_file,
             **extra,
         )  # type: ignore[call-arg]
-        print(f"  ticker batch size {settings.engine_batch_size}, data in {workdir}")
+        print(
+            f"  ticker batch size {settings.engine_batch_size}, history {args.history_days} day(s), "
+            f"data in {workdir}"
+        )
 
         t0 = time.perf_counter()
         run_upgrade(settings)
-        warm_slots = asyncio.run(seed(settings, n))
-        print(f"  migrated and seeded {n + WARMUP_POOLS:,} pools in {time.perf_counter() - t0:.1f} s")
+        warm_slots = asyncio.run(seed(settings, n, args.history_days))
+        print(
+            f"  migrated and seeded {n + WARMUP_POOLS:,} pools in {time.perf_counter() - t0:.1f} s"
+        )
 
         workers: Workers | None = None
         if store == "postgres":
@@ -735,17 +883,18 @@ def run(args: argparse.Namespace) -> int:
             wait_workers_ready(workers, db_url)
             print(f"  {w} worker(s) up, warm-up pools fired")
 
-        load_before = os.getloadavg()
         poller, conn = start_poller(
             store, poll_url, offset_file, warm_slots, n, timeout_s, args.poll_margin
         )
+        watch = CpuWatch(
+            [os.getpid(), poller.pid or 0, *(p.pid for p in (workers.procs if workers else []))]
+        )
+        watch.start()
         stack.callback(lambda: poller.is_alive() and poller.terminate())
         wait_s = timeout_s + LEAD_S + 60
         if store == "sqlite":
             result = asyncio.run(
-                drive_in_process(
-                    settings, offset_file, conn, wait_s, args.profile, args.sql_timing
-                )
+                drive_in_process(settings, offset_file, conn, wait_s, args.profile, args.sql_timing)
             )
         else:
             assert workers is not None
@@ -756,12 +905,11 @@ def run(args: argparse.Namespace) -> int:
             workers.check_alive()
             result["engine_cpu_s"] = workers.cpu_seconds() - cpu0
         poller.join(10)
-        result["load"] = (load_before, os.getloadavg())
-
-        checks = asyncio.run(verify(settings))
-        problems = workers.problems() if workers else []
+        result["others"] = watch.stop(also_mine=result["poller_cpu_s"])
         if workers:
-            workers.stop()
+            workers.stop()  # nothing fires after the poller stopped looking
+        problems = workers.problems() if workers else []
+        checks = asyncio.run(verify(settings))
 
     return report(args, result, checks, problems)
 
@@ -782,14 +930,20 @@ def report(
     rate = len(lateness) / last if last > 0 else float("nan")
     span = last - first
     print("")
-    print(f"  firings visible: {len(seen):,} seen by the poller ({result['polls']} polls, "
-          f"slowest {result['slowest_poll_s'] * 1000:.0f} ms)"
-          + (f", {len(unseen):,} only in the final sweep" if unseen else ""))
-    print(f"  outcomes: {dict(sorted(checks['outcomes'].items()))}; deliveries {checks['deliveries']:,}; "
-          f"items taken {checks['items_taken']:,}; slots still due {checks['still_due']}")
+    print(
+        f"  firings visible: {len(seen):,} seen by the poller ({result['polls']} polls, "
+        f"slowest {result['slowest_poll_s'] * 1000:.0f} ms)"
+        + (f", {len(unseen):,} only in the final sweep" if unseen else "")
+    )
+    print(
+        f"  outcomes: {dict(sorted(checks['outcomes'].items()))}; deliveries {checks['deliveries']:,}; "
+        f"items taken {checks['items_taken']:,}; slots still due {checks['still_due']}"
+    )
     print(f"  first commit T+{first:.3f} s, last T+{last:.3f} s (span {span:.3f} s)")
-    print(f"  throughput: {rate:,.0f} firings/s from T to the last commit"
-          + (f", {len(lateness) / span:,.0f}/s first to last" if span > 0 else ""))
+    print(
+        f"  throughput: {rate:,.0f} firings/s from T to the last commit"
+        + (f", {len(lateness) / span:,.0f}/s first to last" if span > 0 else "")
+    )
     print(
         "  lateness: p50 {:.3f} s  p90 {:.3f} s  p99 {:.3f} s  max {:.3f} s".format(
             seconds(q, "p50"), seconds(q, "p90"), seconds(q, "p99"), seconds(q, "max")
@@ -798,15 +952,22 @@ def report(
     goal_n, goal_w, goal_p99 = GOAL[store]
     if n == goal_n and w == goal_w:
         ok = seconds(q, "p99") <= goal_p99 and dropped == 0 and checks["duplicates"] == 0
-        print(f"  goal: p99 <= {goal_p99:g} s for {goal_n:,} on {store} with {goal_w} process(es): "
-              + ("met" if ok else "NOT met"))
+        print(
+            f"  goal: p99 <= {goal_p99:g} s for {goal_n:,} on {store} with {goal_w} process(es): "
+            + ("met" if ok else "NOT met")
+        )
     cpu = result.get("engine_cpu_s")
     if cpu is not None and lateness:
-        print(f"  engine CPU during the burst: {cpu:.2f} s "
-              f"({cpu / len(lateness) * 1e6:.0f} µs per firing; database server not included)")
-    (b1, _b5, _b15), (a1, _a5, _a15) = result["load"]
-    print(f"  host load average (1 min): {b1:.2f} before, {a1:.2f} after, on {os.cpu_count()} CPUs"
-          + ("  <- other work was running: figures are pessimistic" if b1 > 0.5 else ""))
+        print(
+            f"  engine CPU during the burst: {cpu:.2f} s "
+            f"({cpu / len(lateness) * 1e6:.0f} µs per firing; database server not included)"
+        )
+    other_s, other_share, watched = result["others"]
+    print(
+        f"  other processes on this {os.cpu_count()}-CPU host used {other_s:.1f} CPU-s in the "
+        f"{watched:.1f} s around the burst ({other_share:.0%} of the host)"
+        + ("  <- disturbed: figures are pessimistic" if other_share > 0.1 else "")
+    )
     if problems:
         print(f"  worker log problems ({len(problems)}):")
         for line in problems[:10]:
@@ -823,18 +984,46 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=10_000, help="slots due at T (default 10000)")
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (postgres)")
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,
-                        help="an existing database; a fresh one is created next to it and dropped")
-    parser.add_argument("--batch-size", type=int, default=None,
-                        help="engine_batch_size (default: the settings default)")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds after T to wait for all firings (120 sqlite, 300 postgres)")
-    parser.add_argument("--poll-margin", type=float, default=POLL_MARGIN_S,
-                        help="seconds of ids the poller re-reads behind the newest it saw")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="sqlite only: cProfile the burst into this file, time SQL statements")
-    parser.add_argument("--sql-timing", action="store_true",
-                        help="sqlite only: time the engine's SQL statements (no cProfile)")
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="an existing database; a fresh one is created next to it and dropped",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="engine_batch_size (default: the settings default)",
+    )
+    parser.add_argument(
+        "--history-days",
+        type=int,
+        default=1,
+        help="past days of posted videos per pool (default 1; 0: a fresh install)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds after T to wait for all firings (120 sqlite, 300 postgres)",
+    )
+    parser.add_argument(
+        "--poll-margin",
+        type=float,
+        default=POLL_MARGIN_S,
+        help="seconds of ids the poller re-reads behind the newest it saw",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="sqlite only: cProfile the burst into this file, time SQL statements",
+    )
+    parser.add_argument(
+        "--sql-timing",
+        action="store_true",
+        help="sqlite only: time the engine's SQL statements (no cProfile)",
+    )
     args = parser.parse_args()
     if args.slots < 1 or args.workers < 1:
         parser.error("--slots and --workers must be at least 1")

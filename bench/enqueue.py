@@ -30,6 +30,7 @@ import contextlib
 import io
 import json
 import multiprocessing
+import os
 import queue
 import shutil
 import sys
@@ -55,6 +56,7 @@ from _common import (
     cpu_seconds,
     free_port,
     install_sigterm_as_exit,
+    machine_busy_seconds,
     make_small_mp4,
     quantiles_ms,
     temporary_postgres_database,
@@ -265,6 +267,7 @@ class PhaseStats:
     result: LoadResult
     client_cpu_s: float
     server_cpu_s: float
+    machine_busy_s: float  # CPU seconds all processes on the machine used (all cores)
 
 
 def json_phase(
@@ -278,6 +281,7 @@ def json_phase(
     def started() -> None:
         sampler.phase = "json"
         marks["server_cpu0"] = cpu_seconds(server)
+        marks["machine_busy0"] = machine_busy_seconds()
 
     procs = max(1, args.client_procs)
     if procs == 1:
@@ -345,12 +349,14 @@ def json_phase(
             combined.errors.extend(p.errors)
             combined.cpu_s += p.cpu_s
     server_cpu = cpu_seconds(server) - marks["server_cpu0"]
+    machine_busy = machine_busy_seconds() - marks["machine_busy0"]
     sampler.phase = "after json"
     return PhaseStats(
         wall_s=combined.finished - combined.started,
         result=combined,
         client_cpu_s=combined.cpu_s,
         server_cpu_s=server_cpu,
+        machine_busy_s=machine_busy,
     )
 
 
@@ -540,6 +546,7 @@ def _ok(good: bool) -> str:
 
 def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> str:
     out = print
+    load_before = os.getloadavg()[0]
     # Inputs first, so generating them is neither timed nor sampled.
     small = make_small_mp4(workdir / "small.mp4").read_bytes()
     upload_path = None
@@ -588,27 +595,30 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
                     first=0, count=args.requests, warmup=args.warmup,
                     concurrency=args.concurrency, client=args.client,
                 )  # fmt: skip
-                js = json_phase(args, spec, proc, sampler)
-                res = js.result
-                bad = {k: v for k, v in res.statuses.items() if k != "201"}
-                if bad:
-                    raise BenchFailed(
-                        f"not every enqueue answered 201: {dict(res.statuses)}; e.g. "
-                        + " | ".join(res.errors)
-                    )
-                if len(res.latencies) != args.requests:
-                    raise BenchFailed(f"{len(res.latencies)} of {args.requests} requests measured")
-
+                js: PhaseStats | None = None
                 drain_s, states = 0.0, Counter[str]()
-                if not args.no_engine:
-                    sampler.phase = "fetch backlog"
-                    drain_s, states = wait_for_fetches(client, pool_id)
-                    want = args.requests + args.warmup
-                    if states["ready"] != want:
+                if args.requests:
+                    js = json_phase(args, spec, proc, sampler)
+                    res = js.result
+                    bad = {k: v for k, v in res.statuses.items() if k != "201"}
+                    if bad:
                         raise BenchFailed(
-                            f"after the fetches, media states are {dict(states)}; "
-                            f"expected {want} ready"
+                            f"not every enqueue answered 201: {dict(res.statuses)}; e.g. "
+                            + " | ".join(res.errors)
                         )
+                    if len(res.latencies) != args.requests:
+                        raise BenchFailed(
+                            f"{len(res.latencies)} of {args.requests} requests measured"
+                        )
+                    if not args.no_engine:
+                        sampler.phase = "fetch backlog"
+                        drain_s, states = wait_for_fetches(client, pool_id)
+                        want = args.requests + args.warmup
+                        if states["ready"] != want:
+                            raise BenchFailed(
+                                f"after the fetches, media states are {dict(states)}; "
+                                f"expected {want} ready"
+                            )
                 fetched_by_us = files.requests
 
                 up = None
@@ -624,8 +634,6 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         problems = server.log_problems()
 
     # -- report --
-    q = quantiles_ms(res.latencies)
-    rate = args.requests / js.wall_s if js.wall_s > 0 else 0.0
     peaks = {k: v / MB for k, v in sampler.peaks.items()}
     rss_peak = sampler.peak / MB
     out("")
@@ -633,32 +641,46 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
     out(
         f"store {args.store}; {psutil.cpu_count()} CPUs; pool {args.pool_state}; "
         f"engine {'off' if args.no_engine else 'on'}; "
-        f"client: {args.client_procs} process(es), {args.client}, {args.concurrency} keep-alive connections"
+        f"client: {args.client_procs} process(es), {args.client}, "
+        f"{args.concurrency} keep-alive connections"
     )
-    out(
-        f"JSON enqueue: {args.requests} requests (+{args.warmup} warm-up) in {js.wall_s:.2f} s"
-        f" = {rate:.0f}/s   [goal >= {GOAL_RATE:.0f}/s: {_ok(rate >= GOAL_RATE)}]"
-    )
-    out(
-        f"  latency ms: p50 {q['p50']:.1f}  p90 {q['p90']:.1f}  p99 {q['p99']:.1f}"
-        f"  max {q['max']:.1f}   [goal p99 < {GOAL_P99_MS:.0f}: {_ok(q['p99'] < GOAL_P99_MS)}]"
-    )
-    out(
-        f"  CPU during the phase: server {_pct(js.server_cpu_s, js.wall_s)} of a core, "
-        f"client event loop(s) {_pct(js.client_cpu_s, js.wall_s)}"
-        f" ({js.client_cpu_s / max(1, args.requests) * 1e6:.0f} us/request client,"
-        f" {js.server_cpu_s / max(1, args.requests) * 1e6:.0f} us/request server)"
-    )
-    if js.client_cpu_s > 0.6 * js.wall_s * args.client_procs:
+    rate, p99 = 0.0, 0.0
+    if js is None:
+        out("JSON enqueue: skipped (--requests 0)")
+    else:
+        q = quantiles_ms(js.result.latencies)
+        rate, p99 = args.requests / js.wall_s, q["p99"]
         out(
-            "  WARNING: the client was busy most of the phase and may be the bottleneck; "
-            "rerun with --client raw or more --client-procs to check"
+            f"JSON enqueue: {args.requests} requests (+{args.warmup} warm-up) in {js.wall_s:.2f} s"
+            f" = {rate:.0f}/s   [goal >= {GOAL_RATE:.0f}/s: {_ok(rate >= GOAL_RATE)}]"
         )
-    if not args.no_engine:
         out(
-            f"  background fetches: {states['ready']} video_urls fetched and probed "
-            f"({fetched_by_us} GETs served); backlog drained {drain_s:.1f} s after the phase"
+            f"  latency ms: p50 {q['p50']:.1f}  p90 {q['p90']:.1f}  p99 {p99:.1f}"
+            f"  max {q['max']:.1f}   [goal p99 < {GOAL_P99_MS:.0f}: {_ok(p99 < GOAL_P99_MS)}]"
         )
+        out(
+            f"  CPU during the phase: server {_pct(js.server_cpu_s, js.wall_s)} of a core, "
+            f"client event loop(s) {_pct(js.client_cpu_s, js.wall_s)}"
+            f" ({js.client_cpu_s / args.requests * 1e6:.0f} us/request client,"
+            f" {js.server_cpu_s / args.requests * 1e6:.0f} us/request server)"
+        )
+        other = max(0.0, js.machine_busy_s - js.server_cpu_s - js.client_cpu_s)
+        out(
+            f"  machine: {_pct(js.machine_busy_s, js.wall_s * (psutil.cpu_count() or 1))} of all"
+            f" CPUs busy; other processes {_pct(other, js.wall_s)} of a core"
+            + (" (includes PostgreSQL)" if args.store == "postgres" else "")
+            + f"; load average before the run {load_before:.1f}"
+        )
+        if js.client_cpu_s > 0.6 * js.wall_s * args.client_procs:
+            out(
+                "  WARNING: the client was busy most of the phase and may be the bottleneck; "
+                "rerun with --client raw or more --client-procs to check"
+            )
+        if not args.no_engine:
+            out(
+                f"  background fetches: {states['ready']} video_urls fetched and probed "
+                f"({fetched_by_us} GETs served); backlog drained {drain_s:.1f} s after the phase"
+            )
     if up is not None:
         mbps = up.size / MB / up.total_s
         out(
@@ -689,7 +711,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         out(f"server log: {len(problems)} warning/error line(s), e.g. {problems[0][:200]}")
     if status not in (0, -15, None):  # uvicorn re-raises the SIGTERM it handled
         out(f"server exit status after SIGTERM: {status}")
-    return f"enqueue: rate={rate:.0f}/s p99={q['p99']:.1f}ms upload={mbps:.1f}MB/s rss={rss_peak:.0f}MB"
+    return f"enqueue: rate={rate:.0f}/s p99={p99:.1f}ms upload={mbps:.1f}MB/s rss={rss_peak:.0f}MB"
 
 
 def main(argv: list[str] | None = None) -> int:

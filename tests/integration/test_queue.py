@@ -291,6 +291,16 @@ class TestOrder:
         assert seen == ids
         assert positions == [0, 1, 2, 3, 4]
 
+    async def test_unfiltered_list_gives_queue_positions(self, client, tenant, sample_mp4, app):
+        pool = await setup_pool(client, tenant)
+        a, b, c, d = await enqueue_n(client, tenant, pool["id"], sample_mp4, 4)
+        await mark_skipped(app, [b])
+        await client.patch(f"/api/v1/pools/{pool['id']}/videos/{d}", json={"position": 0}, headers=tenant.headers)
+        r = await client.get(f"/api/v1/pools/{pool['id']}/videos", headers=tenant.headers)
+        got = {i["id"]: i["position"] for i in r.json()["items"]}
+        assert [i["id"] for i in r.json()["items"]] == [d, c, b, a]  # newest first
+        assert got == {d: 0, a: 1, c: 2, b: None}
+
     async def test_expected_at_follows_the_schedule(self, client, tenant, sample_mp4):
         pool = await setup_pool(client, tenant, state="active")
         ids = await enqueue_n(client, tenant, pool["id"], sample_mp4, 2)

@@ -167,6 +167,15 @@ async def resolve_and_check(url: str, allowed: Sequence[Network]) -> list[str]:
     if port is None:
         port = 443 if scheme == "https" else 80
 
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        # An IP literal needs no resolver round trip (a thread hop per request).
+        check_address(host, host, allowed)
+        return [host]
+
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)

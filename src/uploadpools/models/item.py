@@ -14,7 +14,11 @@ ITEM_STATUSES = ("queued", "dispatching", "dispatched", "skipped")
 
 class QueueItem(Base):
     __tablename__ = "queue_items"
-    __table_args__ = (Index("ix_queue_items_pool_status_seq", "pool_id", "status", "seq"),)
+    __table_args__ = (
+        Index("ix_queue_items_pool_status_seq", "pool_id", "status", "seq"),
+        # The back of the queue (max seq of a pool, whatever the status) in one index probe.
+        Index("ix_queue_items_pool_seq", "pool_id", "seq"),
+    )
 
     id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
     workspace_id: Mapped[str] = mapped_column(

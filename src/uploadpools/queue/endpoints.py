@@ -90,13 +90,14 @@ async def enqueue(
     settings = state.settings
     pools = PoolService(session, settings)
     queue = QueueService(session, settings)
-    # Refuse a foreign or unknown pool before reading a possibly huge body.
-    await pools.get(ws.workspace_id, pool_id)
-    await session.rollback()
     content_type = request.headers.get("content-type", "")
     media_id = new_media_id()
 
     if content_type.startswith("multipart/form-data"):
+        # Refuse a foreign or unknown pool before reading a possibly huge body (and end
+        # that read transaction: no lock is held while the upload streams).
+        await pools.get(ws.workspace_id, pool_id)
+        await session.rollback()
         key = storage_key(ws.workspace_id, media_id)
         try:
             received = await receive_multipart(

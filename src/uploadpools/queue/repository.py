@@ -65,6 +65,19 @@ class QueueRepository:
         )
         return int(n or 0)
 
+    async def ranks_of(self, pool_id: str, item_ids: Sequence[str]) -> dict[str, int]:
+        """0-based queue places of several queued items, in one pass over the queue."""
+        rn = (func.row_number().over(order_by=(QueueItem.seq, QueueItem.id)) - 1).label("pos")
+        ranked = (
+            select(QueueItem.id, rn)
+            .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+            .subquery()
+        )
+        rows = await self.session.execute(
+            select(ranked.c.id, ranked.c.pos).where(ranked.c.id.in_(item_ids))
+        )
+        return {r[0]: int(r[1]) for r in rows.all()}
+
     async def page(
         self,
         pool_id: str,

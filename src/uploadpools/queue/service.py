@@ -192,11 +192,14 @@ class QueueService:
         deliveries = await self.repo.deliveries_of([i.id for i in items])
         queued = sorted((i for i in items if i.status == "queued"), key=lambda i: (i.seq, i.id))
         ranks: dict[str, int] = {}
-        if queued:
+        if queued and contiguous:
+            # A page listed in queue order is contiguous: ranks follow from the first.
             first = await self.repo.rank_of(queued[0])
-            for n, item in enumerate(queued):
-                # A page listed in queue order is contiguous: ranks follow from the first.
-                ranks[item.id] = first + n if contiguous else await self.repo.rank_of(item)
+            ranks = {item.id: first + n for n, item in enumerate(queued)}
+        elif len(queued) == 1:
+            ranks = {queued[0].id: await self.repo.rank_of(queued[0])}
+        elif queued:
+            ranks = await self.repo.ranks_of(queued[0].pool_id, [i.id for i in queued])
         expected: dict[str, datetime] = {}
         if ranks and pool.state == "active":
             if slots is None:

@@ -667,8 +667,9 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         other = max(0.0, js.machine_busy_s - js.server_cpu_s - js.client_cpu_s)
         out(
             f"  machine: {_pct(js.machine_busy_s, js.wall_s * (psutil.cpu_count() or 1))} of all"
-            f" CPUs busy; other processes {_pct(other, js.wall_s)} of a core"
-            + (" (includes PostgreSQL)" if args.store == "postgres" else "")
+            f" CPUs busy; everything else {_pct(other, js.wall_s)} of a core (other programs,"
+            + (" PostgreSQL," if args.store == "postgres" else "")
+            + " this benchmark's file server)"
             + f"; load average before the run {load_before:.1f}"
         )
         if js.client_cpu_s > 0.6 * js.wall_s * args.client_procs:

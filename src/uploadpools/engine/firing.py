@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import date, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
-from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Slot
+from uploadpools.kit.ids import new_id
+from uploadpools.models import Account, Delivery, Firing, Media, Notification, Pool, QueueItem, Slot
 from uploadpools.notifications.service import notify
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository
@@ -45,6 +47,88 @@ async def head_item(session: AsyncSession, pool_id: str) -> QueueItem | None:
     )
 
 
+def delivery_rows(
+    firing_id: str,
+    item_id: str,
+    account_ids: Sequence[str],
+    accounts: dict[str, Account],
+    now: datetime,
+    retry_until: datetime,
+) -> tuple[list[dict[str, Any]], bool]:
+    """One delivery row per slot account (in slot order) and whether all are already
+    final: a disabled or re-auth account is skipped here, without calling the platform."""
+    rows: list[dict[str, Any]] = []
+    all_final = True
+    for account_id in account_ids:
+        account = accounts.get(account_id)
+        if account is None:
+            continue
+        row: dict[str, Any] = dict(
+            id=new_id(),
+            firing_id=firing_id,
+            item_id=item_id,
+            account_id=account_id,
+            platform=account.platform,
+            status="pending",
+            reason=None,
+            detail=None,
+            attempts=0,
+            lease_token=0,
+            job={},
+            retry_until=retry_until,
+            created_at=now,
+            finished_at=None,
+        )
+        if account.status == "disabled":
+            row.update(
+                status="skipped",
+                reason="account_disabled",
+                finished_at=now,
+                detail=f"account “{account.name}” is disabled",
+            )
+        elif account.status == "needs_reauth":
+            row.update(
+                status="skipped",
+                reason="auth_expired",
+                finished_at=now,
+                detail=f"account “{account.name}” needs to be reconnected",
+            )
+        else:
+            all_final = False
+        rows.append(row)
+    return rows, all_final
+
+
+def empty_notice(pool: Pool, now: datetime) -> dict[str, Any] | None:
+    """The `pool.empty` notification row, once per empty spell (marks the spell)."""
+    if pool.empty_since is not None:
+        return None
+    pool.empty_since = now
+    return notification_row(
+        pool,
+        "warning",
+        "pool.empty",
+        f"Pool “{pool.name}” has no videos queued: its slots are passing without posts.",
+        now,
+    )
+
+
+def notification_row(
+    pool: Pool, level: str, kind: str, message: str, now: datetime
+) -> dict[str, Any]:
+    return dict(
+        id=new_id(),
+        workspace_id=pool.workspace_id,
+        level=level,
+        kind=kind,
+        message=message,
+        pool_id=pool.id,
+        item_id=None,
+        created_at=now,
+        read_at=None,
+    )
+
+
 async def fire(
     session: AsyncSession,
     settings: Settings,
@@ -57,8 +141,8 @@ async def fire(
     scheduled_for: datetime,
     now: datetime,
 ) -> Firing:
-    """Create the firing, pop the head item and its deliveries. Caller holds the pool lock
-    (and, for a scheduled firing, a savepoint: the unique key may refuse it)."""
+    """A single firing ("post next now"): the same rows the ticker builds in bulk.
+    The caller holds the pool lock."""
     firing = Firing(
         pool_id=pool.id,
         slot_id=slot.id,
@@ -73,17 +157,10 @@ async def fire(
     item = await head_item(session, pool.id)
     if item is None:
         firing.outcome = "empty"
-        if pool.empty_since is None:
-            pool.empty_since = now
-            await notify(
-                session,
-                workspace_id=pool.workspace_id,
-                level="warning",
-                kind="pool.empty",
-                message=f"Pool “{pool.name}” has no videos queued: its slots are passing without posts.",
-                now=now,
-                pool_id=pool.id,
-            )
+        note = empty_notice(pool, now)
+        await session.flush()
+        if note is not None:
+            await session.execute(insert(Notification.__table__), [note])
         return firing
     item.status = "dispatching"
     item.dispatched_at = now
@@ -92,31 +169,17 @@ async def fire(
         a.id: a
         for a in (await session.scalars(select(Account).where(Account.id.in_(account_ids)))).all()
     }
-    retry_until = now + timedelta(minutes=settings.retry_window_minutes)
-    for account_id in account_ids:
-        account = accounts.get(account_id)
-        if account is None:
-            continue
-        d = Delivery(
-            firing_id=firing.id,
-            item_id=item.id,
-            account_id=account.id,
-            platform=account.platform,
-            status="pending",
-            attempts=0,
-            lease_token=0,
-            job={},
-            retry_until=retry_until,
-            created_at=now,
-        )
-        if account.status == "disabled":
-            d.status, d.reason, d.finished_at = "skipped", "account_disabled", now
-            d.detail = f"account “{account.name}” is disabled"
-        elif account.status == "needs_reauth":
-            d.status, d.reason, d.finished_at = "skipped", "auth_expired", now
-            d.detail = f"account “{account.name}” needs to be reconnected"
-        session.add(d)
+    rows, _ = delivery_rows(
+        firing.id,
+        item.id,
+        account_ids,
+        accounts,
+        now,
+        now + timedelta(minutes=settings.retry_window_minutes),
+    )
     await session.flush()
+    if rows:
+        await session.execute(insert(Delivery.__table__), rows)
     await settle(session, firing, now)
     await _check_running_low(session, settings, pool, now)
     return firing

@@ -21,7 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
 from uploadpools.config import Settings
-from uploadpools.engine.firing import low_queue_message, settle
+from uploadpools.engine.firing import (
+    delivery_rows,
+    empty_notice,
+    low_queue_message,
+    notification_row,
+    settle,
+)
 from uploadpools.kit.clock import Clock
 from uploadpools.kit.ids import new_id
 from uploadpools.models import (
@@ -207,7 +213,7 @@ class Ticker:
         )
 
         firing_rows: list[dict[str, Any]] = []
-        delivery_rows: list[dict[str, Any]] = []
+        delivery_rows_all: list[dict[str, Any]] = []
         item_rows: list[dict[str, Any]] = []
         notes: list[dict[str, Any]] = []
         settle_now: list[str] = []
@@ -242,7 +248,7 @@ class Ticker:
                         missed_count=len(d.missed),
                     )
                     notes.append(
-                        self._note(
+                        notification_row(
                             pool,
                             "warning",
                             "firing.missed",
@@ -255,60 +261,18 @@ class Ticker:
                 result.fired += 1
                 if not queue:
                     row["outcome"] = "empty"
-                    if pool.empty_since is None:
-                        pool.empty_since = now
-                        notes.append(
-                            self._note(
-                                pool,
-                                "warning",
-                                "pool.empty",
-                                f"Pool “{pool.name}” has no videos queued: its slots are passing without posts.",
-                                now,
-                            )
-                        )
+                    note = empty_notice(pool, now)
+                    if note is not None:
+                        notes.append(note)
                     continue
                 item_id = queue.pop(0)
                 row.update(outcome="pending", item_id=item_id)
                 item_rows.append({"id": item_id, "status": "dispatching", "dispatched_at": now})
                 fired_pools.add(pid)
-                final = True
-                for account_id in links[d.slot.id]:
-                    account = accounts.get(account_id)
-                    if account is None:
-                        continue
-                    drow: dict[str, Any] = dict(
-                        id=new_id(),
-                        firing_id=fid,
-                        item_id=item_id,
-                        account_id=account_id,
-                        platform=account.platform,
-                        status="pending",
-                        reason=None,
-                        detail=None,
-                        attempts=0,
-                        lease_token=0,
-                        job={},
-                        retry_until=retry_until,
-                        created_at=now,
-                        finished_at=None,
-                    )
-                    if account.status == "disabled":
-                        drow.update(
-                            status="skipped",
-                            reason="account_disabled",
-                            finished_at=now,
-                            detail=f"account “{account.name}” is disabled",
-                        )
-                    elif account.status == "needs_reauth":
-                        drow.update(
-                            status="skipped",
-                            reason="auth_expired",
-                            finished_at=now,
-                            detail=f"account “{account.name}” needs to be reconnected",
-                        )
-                    else:
-                        final = False
-                    delivery_rows.append(drow)
+                rows, final = delivery_rows(
+                    fid, item_id, links[d.slot.id], accounts, now, retry_until
+                )
+                delivery_rows_all += rows
                 if final:
                     settle_now.append(fid)
 
@@ -325,8 +289,8 @@ class Ticker:
                     for r in item_rows
                 ],
             )
-        if delivery_rows:
-            await session.execute(insert(Delivery.__table__), delivery_rows)
+        if delivery_rows_all:
+            await session.execute(insert(Delivery.__table__), delivery_rows_all)
         if notes:
             await session.execute(insert(Notification.__table__), notes)
         for fid in settle_now:
@@ -338,20 +302,6 @@ class Ticker:
                 session, [pools[p] for p in fired_pools], slots_by_pool, links, now
             )
         return len(pools)
-
-    @staticmethod
-    def _note(pool: Pool, level: str, kind: str, message: str, now: datetime) -> dict[str, Any]:
-        return dict(
-            id=new_id(),
-            workspace_id=pool.workspace_id,
-            level=level,
-            kind=kind,
-            message=message,
-            pool_id=pool.id,
-            item_id=None,
-            created_at=now,
-            read_at=None,
-        )
 
     async def _heads(self, session: AsyncSession, need: dict[str, int]) -> dict[str, list[str]]:
         """The first `need[pool]` ready queued items of each pool, in queue order."""
@@ -451,7 +401,7 @@ class Ticker:
             if n < coming:
                 pool.low_since = now
                 notes.append(
-                    self._note(
+                    notification_row(
                         pool,
                         "info",
                         "pool.running_low",

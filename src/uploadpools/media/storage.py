@@ -39,6 +39,8 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import anyio
 import anyio.to_thread
 
+from uploadpools.kit.fsutil import fsync_dir
+
 __all__ = [
     "LocalStorage",
     "MediaTooLarge",
@@ -209,7 +211,7 @@ class _TempWriter:
         self.file = None
         os.replace(self.tmp_path, self.target)
         if self.fsync:
-            _fsync_dir(self.target.parent)
+            fsync_dir(self.target.parent)
 
     def discard(self) -> None:
         if self.file is not None:
@@ -245,19 +247,6 @@ async def _file_op(key: str, func: Callable[..., None], *args: Any) -> None:
         await anyio.to_thread.run_sync(func, *args)
     except OSError as exc:
         raise StorageError(f"writing {key!r} failed: {exc}") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable; not every platform can open directories."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalStorage:

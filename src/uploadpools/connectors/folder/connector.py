@@ -47,6 +47,7 @@ from uploadpools.connectors.base import (
     Transient,
 )
 from uploadpools.connectors.folder import FolderConfig, folder_target_root
+from uploadpools.kit.fsutil import fsync_dir
 from uploadpools.media.storage import ObjectNotFound, StorageError
 
 __all__ = ["EXTENSIONS", "FolderConnector"]
@@ -127,18 +128,6 @@ def _finish(fh: IO[bytes]) -> None:
     fh.close()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _commit(video_tmp: Path, video: Path, sidecar_tmp: Path, sidecar: Path) -> None:
     os.replace(video_tmp, video)
     try:
@@ -148,7 +137,7 @@ def _commit(video_tmp: Path, video: Path, sidecar_tmp: Path, sidecar: Path) -> N
         with contextlib.suppress(OSError):
             video.unlink()
         raise
-    _fsync_dir(video.parent)
+    fsync_dir(video.parent)
 
 
 @dataclass

@@ -106,6 +106,30 @@ class PublishRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConstraints:
+    """What a platform accepts; checked when a video is added to a pool posting there.
+
+    ``None`` means no rule. Containers are PyAV/FFmpeg demuxer names as the probe
+    reports them (e.g. ``mov,mp4,m4a,3gp,3g2,mj2`` → write ``"mp4"``/``"mov"``), codecs are
+    FFmpeg codec names (``h264``, ``hevc``, ``aac``).
+    """
+
+    containers: frozenset[str] | None = None
+    video_codecs: frozenset[str] | None = None
+    audio_codecs: frozenset[str] | None = None
+    min_duration_s: float | None = None
+    max_duration_s: float | None = None
+    max_size: int | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+    # width / height
+    min_aspect: float | None = None
+    max_aspect: float | None = None
+    max_caption_chars: int | None = None
+    max_title_chars: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PublishResult:
     remote_id: str | None = None
     remote_url: str | None = None
@@ -136,6 +160,8 @@ class ConnectorContext:
 class Connector(Protocol):
     platform: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
+    # None for generic targets (webhook, folder) that take any video.
+    constraints: ClassVar[MediaConstraints | None]
 
     async def publish(self, request: PublishRequest, jobs: JobStore) -> PublishResult:
         """Post the video; raise one of the errors above when it does not go out."""

@@ -40,6 +40,7 @@ from uploadpools.connectors.base import (
     UNKNOWN,
     ConnectorContext,
     JobStore,
+    MediaConstraints,
     Permanent,
     PublishRequest,
     PublishResult,
@@ -191,6 +192,7 @@ async def _copy_media(request: PublishRequest, fh: IO[bytes], shown: str) -> Non
 class FolderConnector:
     platform: ClassVar[str] = "folder"
     config_model: ClassVar[type[BaseModel]] = FolderConfig
+    constraints: ClassVar[MediaConstraints | None] = None
 
     def __init__(self, ctx: ConnectorContext) -> None:
         self._ctx = ctx

@@ -60,6 +60,7 @@ from uploadpools.connectors.base import (
     UNKNOWN,
     ConnectorContext,
     JobStore,
+    MediaConstraints,
     Permanent,
     PublishRequest,
     PublishResult,
@@ -102,6 +103,7 @@ def _display_url(url: str) -> str:
 class WebhookConnector:
     platform: ClassVar[str] = "webhook"
     config_model: ClassVar[type[BaseModel]] = WebhookConfig
+    constraints: ClassVar[MediaConstraints | None] = None
 
     #: Whole-exchange deadline in seconds (connect, send, answer).
     timeout_s: ClassVar[float] = 15.0

@@ -82,6 +82,28 @@ class Settings(BaseSettings):
         }
     )
     platform_app_daily_caps: dict[str, int] = Field(default_factory=lambda: {"youtube": 100})
+
+    # TikTok (docs/platforms/tiktok.md): the app's keys from TikTok for Developers.
+    tiktok_client_key: str | None = None
+    tiktok_client_secret: SecretStr | None = None
+    # Base URLs, so tests and proxies can point elsewhere.
+    tiktok_api_base: str = "https://open.tiktokapis.com"
+    tiktok_auth_base: str = "https://www.tiktok.com"
+    # How the PKCE code_challenge is written: TikTok's Login Kit docs say hex SHA-256,
+    # RFC 7636 says base64url. UNCONFIRMED for web apps, hence a setting.
+    tiktok_pkce_challenge: Literal["hex", "base64url"] = "hex"
+    # Preferred upload chunk; TikTok takes 5 MB to 64 MB chunks (the last one larger).
+    tiktok_chunk_size: int = Field(default=10_000_000, ge=5 * 1024 * 1024, le=64_000_000)
+    # Seconds between status polls (TikTok allows 30 a minute), and how long one attempt
+    # waits for TikTok to finish processing before checking again at a later attempt.
+    tiktok_poll_interval_s: float = Field(default=5.0, ge=0)
+    tiktok_publish_timeout_s: float = Field(default=300.0, gt=0)
+    # Privacy used when an item does not choose one (TikTok asks creators to choose, so
+    # none by default); e.g. SELF_ONLY while the app is not audited.
+    tiktok_default_privacy_level: (
+        Literal["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"]
+        | None
+    ) = None
     # Queue "running low": fewer queued videos than firings in this many hours.
     low_queue_hours: int = Field(default=48, ge=0)
 

@@ -1,0 +1,49 @@
+"""TikTok: Content Posting API, direct post (docs/platforms/tiktok.md).
+
+The account's config is the token set from the OAuth connect flow, stored encrypted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from uploadpools.connectors.oauth import TokenSet
+
+
+class TikTokConfig(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    access_token: str
+    refresh_token: str | None = None
+    expires_at: datetime | None = None
+    refresh_expires_at: datetime | None = None
+    scope: str | None = None
+    # The creator's id for this app (TikTok's `open_id`).
+    open_id: str | None = None
+
+    @classmethod
+    def from_tokens(cls, tokens: TokenSet) -> TikTokConfig:
+        return cls(
+            access_token=tokens.access_token,
+            refresh_token=tokens.refresh_token,
+            expires_at=tokens.expires_at,
+            refresh_expires_at=tokens.refresh_expires_at,
+            scope=tokens.scope,
+            open_id=tokens.extra.get("open_id"),
+        )
+
+    def tokens(self) -> TokenSet:
+        return TokenSet(
+            access_token=self.access_token,
+            refresh_token=self.refresh_token,
+            expires_at=self.expires_at,
+            refresh_expires_at=self.refresh_expires_at,
+            scope=self.scope,
+            extra={"open_id": self.open_id} if self.open_id else {},
+        )
+
+    def stored(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from connectorhelpers import SCHEDULED, offline_settings_for
+from connectorhelpers import SCHEDULED, offline_settings_for, publish_request
 from fakes.tiktok import CLIENT_KEY, CLIENT_SECRET, FakeTikTok, running
 from uploadpools.config import Settings
-from uploadpools.connectors.base import AuthExpired, Permanent, Transient
+from uploadpools.connectors.base import (
+    AuthExpired,
+    Connector,
+    ConnectorContext,
+    MediaRef,
+    Permanent,
+    PublishResult,
+    Transient,
+)
 from uploadpools.connectors.oauth import OAuthProvider, TokenSet, pkce_pair
+from uploadpools.connectors.registry import connector_class
+from uploadpools.connectors.tiktok.api import MIN_CHUNK
+from uploadpools.connectors.tiktok.connector import TikTokConnector
 from uploadpools.connectors.tiktok.oauth import TikTokOAuth
 from uploadpools.kit.clock import FrozenClock
 
@@ -169,3 +184,280 @@ class TestOAuth:
             await provider.exchange_code(
                 http, code="c", redirect_uri=REDIRECT, code_verifier="v" * 43
             )
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+class Jobs:
+    """A JobStore recording saves, and how many chunks had reached TikTok at each save."""
+
+    def __init__(self, fake: FakeTikTok) -> None:
+        self.fake = fake
+        self.saved: list[dict[str, Any]] = []
+        self.chunks_at_save: list[int] = []
+        self.configs: list[dict[str, Any]] = []
+
+    async def save(self, job: dict[str, Any]) -> None:
+        self.saved.append(dict(job))
+        self.chunks_at_save.append(self.fake.calls("/upload/"))
+
+    async def save_config(self, config: dict[str, Any]) -> None:
+        self.configs.append(dict(config))
+
+    @property
+    def job(self) -> dict[str, Any]:
+        return self.saved[-1]
+
+
+def video_file(path: Path, size: int) -> Path:
+    """A sparse file of ``size`` bytes with distinct bytes at its start and end."""
+    with path.open("wb") as f:
+        f.truncate(size)
+        f.write(os.urandom(min(size, 4096)))
+        if size > 8192:
+            f.seek(size - 4096)
+            f.write(os.urandom(4096))
+    return path
+
+
+def file_media(
+    path: Path, *, content_type: str = "video/mp4", duration_s: float = 12.0
+) -> MediaRef:
+    async def opener(*, start: int = 0, end: int | None = None, **_: Any) -> AsyncIterator[bytes]:
+        async with await anyio.open_file(path, "rb") as f:
+            await f.seek(start)
+            left = (end if end is not None else path.stat().st_size) - start
+            while left > 0:
+                data = await f.read(min(left, 1 << 20))
+                if not data:
+                    return
+                left -= len(data)
+                yield data
+
+    sha = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return MediaRef(
+        id="med01",
+        storage_key="ws/01/med01",
+        size=path.stat().st_size,
+        sha256=sha.hexdigest(),
+        content_type=content_type,
+        duration_s=duration_s,
+        width=1080,
+        height=1920,
+        url="https://up.example/media/med01?exp=1&sig=abc",
+        open=opener,
+    )
+
+
+@pytest.fixture
+def small(tmp_path: Path) -> MediaRef:
+    return file_media(video_file(tmp_path / "small.mp4", 300_000))
+
+
+@pytest.fixture
+def ctx(offline: Settings, clock: FrozenClock, http: httpx.AsyncClient) -> ConnectorContext:
+    return ConnectorContext(http, offline, clock)
+
+
+@pytest.fixture
+def connector(ctx: ConnectorContext) -> TikTokConnector:
+    return TikTokConnector(ctx)
+
+
+@pytest.fixture
+def jobs(fake: FakeTikTok) -> Jobs:
+    return Jobs(fake)
+
+
+def account(fake: FakeTikTok, clock: FrozenClock, **over: Any) -> dict[str, Any]:
+    access, refresh = fake.grant("open-1")
+    config = {
+        "access_token": access,
+        "refresh_token": refresh,
+        "expires_at": (clock.now() + timedelta(hours=20)).isoformat(),
+        "refresh_expires_at": (clock.now() + timedelta(days=300)).isoformat(),
+        "scope": "user.info.basic,video.publish",
+        "open_id": "open-1",
+    }
+    config.update(over)
+    return config
+
+
+def request_for(config: dict[str, Any], media: MediaRef, **over: Any):  # type: ignore[no-untyped-def]
+    fields: dict[str, Any] = {"options": {"privacy": "public"}, "media": media}
+    fields.update(over)
+    return publish_request(config, **fields)
+
+
+class TestPublish:
+    def test_is_registered_with_constraints(self, connector):
+        assert connector_class("tiktok") is TikTokConnector
+        assert isinstance(connector, Connector)
+        c = TikTokConnector.constraints
+        assert c is not None
+        assert (c.max_caption_chars, c.max_size, c.min_width, c.max_duration_s) == (
+            2200,
+            4 * 1024**3,
+            360,
+            600.0,
+        )
+        assert c.containers == {"mp4", "mov", "webm"}
+
+    async def test_small_video_goes_in_one_chunk_and_returns_the_post(
+        self, connector, fake, clock, jobs, small
+    ):
+        result = await connector.publish(request_for(account(fake, clock), small), jobs)
+        (post,) = fake.posts
+        assert post["sha256"] == small.sha256 and post["chunks"] == [(0, small.size - 1)]
+        assert result == PublishResult(
+            str(post["post_id"]), f"https://www.tiktok.com/@sunny.creator/video/{post['post_id']}"
+        )
+        assert post["post_info"] == {
+            "title": "Morning light #sunrise",
+            "privacy_level": "PUBLIC_TO_EVERYONE",
+            "disable_comment": False,
+            "disable_duet": False,
+            "disable_stitch": False,
+            "brand_content_toggle": False,
+            "brand_organic_toggle": False,
+            "is_aigc": False,
+        }
+        # The publish id was saved before any byte went to TikTok.
+        assert jobs.saved == [{"publish_id": post["publish_id"], "username": "sunny.creator"}]
+        assert jobs.chunks_at_save == [0]
+        assert fake.calls("/v2/post/publish/creator_info/query/") == 1
+
+    async def test_large_video_goes_in_chunks_the_last_taking_the_rest(
+        self, connector, fake, clock, jobs, tmp_path, offline
+    ):
+        offline.tiktok_chunk_size = MIN_CHUNK
+        size = 3 * MIN_CHUNK + 12345
+        media = file_media(video_file(tmp_path / "big.mp4", size), content_type="video/quicktime")
+        await connector.publish(request_for(account(fake, clock), media), jobs)
+        (post,) = fake.posts
+        assert post["chunks"] == [
+            (0, MIN_CHUNK - 1),
+            (MIN_CHUNK, 2 * MIN_CHUNK - 1),
+            (2 * MIN_CHUNK, size - 1),
+        ]
+        assert post["sha256"] == media.sha256
+        assert fake.publishes[post["publish_id"]].content_type == "video/quicktime"
+
+    async def test_a_chunk_that_meets_a_server_error_is_sent_again(
+        self, connector, fake, clock, jobs, small
+    ):
+        fake.fail("chunk", 503, chunk=0)
+        await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert len(fake.posts) == 1 and fake.calls("/upload/") == 2
+
+    async def test_waits_for_processing(self, connector, fake, clock, jobs, small):
+        fake.processing_polls = 3
+        result = await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert result.remote_id and fake.calls("/v2/post/publish/status/fetch/") == 4
+
+    async def test_still_processing_at_the_deadline_is_checked_again_later(
+        self, ctx, fake, clock, jobs, small, offline
+    ):
+        offline.tiktok_poll_interval_s = 10
+        offline.tiktok_publish_timeout_s = 60
+        fake.processing_polls = 100
+
+        async def tick(seconds: float) -> None:
+            clock.advance(seconds=seconds)
+
+        connector = TikTokConnector(ctx, sleep=tick)
+        config = account(fake, clock, expires_at=(clock.now() + timedelta(days=9)).isoformat())
+        with pytest.raises(Transient, match="still processing"):
+            await connector.publish(request_for(config, small), jobs)
+        assert fake.calls("/v2/post/publish/status/fetch/") == 7
+        fake.processing_polls = 0
+        again = request_for(config, small, job=jobs.job, attempt=2)
+        assert (await connector.publish(again, jobs)).remote_id == str(fake.posts[0]["post_id"])
+        assert fake.calls("/v2/post/publish/video/init/") == 1 and len(fake.posts) == 1
+
+    async def test_private_post_without_an_id_links_the_profile(
+        self, connector, fake, clock, jobs, small
+    ):
+        result = await connector.publish(
+            request_for(account(fake, clock), small, options={"privacy_level": "SELF_ONLY"}), jobs
+        )
+        assert result == PublishResult(None, "https://www.tiktok.com/@sunny.creator")
+        assert fake.posts[0]["post_info"]["privacy_level"] == "SELF_ONLY"
+
+    async def test_interactions_the_creator_turned_off_stay_off(
+        self, connector, fake, clock, jobs, small
+    ):
+        fake.creator("open-1", comment_disabled=True, stitch_disabled=True)
+        options = {"privacy": "friends", "disable_duet": True, "video_cover_timestamp_ms": 1500}
+        await connector.publish(request_for(account(fake, clock), small, options=options), jobs)
+        info = fake.posts[0]["post_info"]
+        assert (info["disable_comment"], info["disable_duet"], info["disable_stitch"]) == (
+            True,
+            True,
+            True,
+        )
+        assert info["privacy_level"] == "MUTUAL_FOLLOW_FRIENDS"
+        assert info["video_cover_timestamp_ms"] == 1500
+
+    @pytest.mark.parametrize(
+        ("options", "match"),
+        [
+            ({"privacy_level": "EVERYONE"}, r"options\.tiktok\.privacy_level"),
+            ({"privacy": "public", "disable_comment": "yes"}, r"options\.tiktok\.disable_comment"),
+            ({"privacy": "public", "duet": False}, r"options\.tiktok\.duet"),
+            ({"privacy": "public", "video_cover_timestamp_ms": -1}, "video_cover_timestamp_ms"),
+            ({"privacy": "public", "privacy_level": "SELF_ONLY"}, "disagree"),
+            ({"privacy": "private", "brand_content_toggle": True}, "branded content"),
+            ({"privacy_level": "FOLLOWER_OF_CREATOR"}, "does not offer privacy"),
+            ({}, "choose who can see the video"),
+            ({"privacy": "public", "video_cover_timestamp_ms": 60_000}, "past the end"),
+        ],
+    )
+    async def test_bad_options_are_refused_before_posting(
+        self, connector, fake, clock, jobs, small, options, match
+    ):
+        with pytest.raises(Permanent, match=match) as caught:
+            await connector.publish(request_for(account(fake, clock), small, options=options), jobs)
+        assert caught.value.reason == "platform_error"
+        assert fake.calls("/v2/post/publish/video/init/") == 0 and not fake.posts
+
+    async def test_privacy_defaults_to_the_setting_or_the_only_choice(
+        self, connector, fake, clock, jobs, small, offline
+    ):
+        offline.tiktok_default_privacy_level = "SELF_ONLY"
+        await connector.publish(request_for(account(fake, clock), small, options={}), jobs)
+        offline.tiktok_default_privacy_level = None
+        fake.creator("open-1", privacy_level_options=["FOLLOWER_OF_CREATOR"])
+        await connector.publish(request_for(account(fake, clock), small, options={}), jobs)
+        assert [p["post_info"]["privacy_level"] for p in fake.posts] == [
+            "SELF_ONLY",
+            "FOLLOWER_OF_CREATOR",
+        ]
+
+    async def test_video_longer_than_the_creator_may_post_is_media_rejected(
+        self, connector, fake, clock, jobs, tmp_path
+    ):
+        fake.creator("open-1", max_video_post_duration_sec=180)
+        media = file_media(video_file(tmp_path / "long.mp4", 1000), duration_s=181.5)
+        with pytest.raises(Permanent, match="up to 180 s") as caught:
+            await connector.publish(request_for(account(fake, clock), media), jobs)
+        assert caught.value.reason == "media_rejected" and not fake.publishes
+
+    async def test_caption_over_2200_utf16_units_is_refused(
+        self, connector, fake, clock, jobs, small
+    ):
+        caption = "😀" * 1101  # 1101 characters, 2202 UTF-16 units
+        with pytest.raises(Permanent, match="2202"):
+            await connector.publish(request_for(account(fake, clock), small, caption=caption), jobs)
+
+    async def test_a_format_tiktok_does_not_take_is_media_rejected(
+        self, connector, fake, clock, jobs, tmp_path
+    ):
+        media = file_media(video_file(tmp_path / "v.mkv", 1000), content_type="video/x-matroska")
+        with pytest.raises(Permanent) as caught:
+            await connector.publish(request_for(account(fake, clock), media), jobs)
+        assert caught.value.reason == "media_rejected"

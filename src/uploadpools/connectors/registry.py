@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from uploadpools.connectors.base import Connector, ConnectorContext
 from uploadpools.connectors.folder.connector import FolderConnector
+from uploadpools.connectors.tiktok.connector import TikTokConnector
 from uploadpools.connectors.webhook.connector import WebhookConnector
 
 ENTRY_POINT_GROUP = "uploadpools.connectors"
@@ -26,11 +27,7 @@ ENTRY_POINT_GROUP = "uploadpools.connectors"
 BUILTIN_CONNECTORS: dict[str, type[Connector]] = {
     WebhookConnector.platform: WebhookConnector,
     FolderConnector.platform: FolderConnector,
-}
-
-# Platforms configured with a form (`POST /accounts {config}`), by config model.
-CONFIG_MODELS: dict[str, type[BaseModel]] = {
-    name: cls.config_model for name, cls in BUILTIN_CONNECTORS.items()
+    TikTokConnector.platform: TikTokConnector,
 }
 
 # Platforms that connect through OAuth in the web app (`/connect/{platform}`).
@@ -44,6 +41,14 @@ OAUTH_PLATFORMS = (
     "threads",
     "pinterest",
 )
+
+# Platforms configured with a form (`POST /accounts {config}`), by config model. OAuth
+# platforms' configs are token sets that only the connect flow may write.
+CONFIG_MODELS: dict[str, type[BaseModel]] = {
+    name: cls.config_model
+    for name, cls in BUILTIN_CONNECTORS.items()
+    if name not in OAUTH_PLATFORMS
+}
 
 
 def _third_party(platform: str) -> type[Connector] | None:
@@ -81,7 +86,7 @@ def connector_for(platform: str, ctx: ConnectorContext) -> Connector:
 def config_model_for(platform: str) -> type[BaseModel] | None:
     """The config model of a form-configured platform, third-party ones included."""
     model = CONFIG_MODELS.get(platform)
-    if model is not None:
+    if model is not None or platform in OAUTH_PLATFORMS:
         return model
     try:
         return connector_class(platform).config_model

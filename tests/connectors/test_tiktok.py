@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -13,23 +14,29 @@ from urllib.parse import parse_qs, urlsplit
 import anyio
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from connectorhelpers import SCHEDULED, offline_settings_for, publish_request
-from fakes.tiktok import CLIENT_KEY, CLIENT_SECRET, FakeTikTok, running
+from fakes.tiktok import CLIENT_KEY, CLIENT_SECRET, FakeTikTok, check_source_info, running
 from uploadpools.config import Settings
 from uploadpools.connectors.base import (
+    UNKNOWN,
     AuthExpired,
     Connector,
     ConnectorContext,
+    DailyLimitReached,
     MediaRef,
     Permanent,
     PublishResult,
+    RateLimited,
     Transient,
 )
 from uploadpools.connectors.oauth import OAuthProvider, TokenSet, pkce_pair
 from uploadpools.connectors.registry import connector_class
-from uploadpools.connectors.tiktok.api import MIN_CHUNK
+from uploadpools.connectors.tiktok.api import MAX_CHUNK, MAX_VIDEO_SIZE, MIN_CHUNK, plan_chunks
 from uploadpools.connectors.tiktok.connector import TikTokConnector
 from uploadpools.connectors.tiktok.oauth import TikTokOAuth
 from uploadpools.kit.clock import FrozenClock
@@ -461,3 +468,335 @@ class TestPublish:
         with pytest.raises(Permanent) as caught:
             await connector.publish(request_for(account(fake, clock), media), jobs)
         assert caught.value.reason == "media_rejected"
+
+
+class TestTokens:
+    async def test_token_about_to_expire_is_refreshed_first_and_saved(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock, expires_at=(clock.now() + timedelta(minutes=2)).isoformat())
+        config["note"] = "kept"
+        await connector.publish(request_for(config, small), jobs)
+        (saved,) = jobs.configs
+        assert saved["access_token"] != config["access_token"]
+        assert saved["refresh_token"] != config["refresh_token"]
+        assert config["refresh_token"] not in fake.refresh  # rotated: the old one is dead
+        assert (saved["open_id"], saved["note"]) == ("open-1", "kept")
+        assert datetime.fromisoformat(saved["expires_at"]) == clock.now() + timedelta(
+            seconds=fake.expires_in
+        )
+        assert len(fake.posts) == 1
+
+    async def test_an_invalid_token_is_refreshed_once_and_the_call_repeated(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        fake.revoke(config["access_token"])
+        await connector.publish(request_for(config, small), jobs)
+        assert len(jobs.configs) == 1 and len(fake.posts) == 1
+        assert fake.calls("/v2/oauth/token/") == 1
+
+    async def test_refused_refresh_is_auth_expired(self, connector, fake, clock, jobs, small):
+        config = account(fake, clock)
+        fake.revoke(config["access_token"])
+        fake.revoke(config["refresh_token"])
+        with pytest.raises(AuthExpired, match="reconnect"):
+            await connector.publish(request_for(config, small), jobs)
+        assert not jobs.configs and not fake.posts
+
+    async def test_a_token_still_refused_after_refreshing_is_auth_expired(
+        self, connector, fake, clock, jobs, small
+    ):
+        fake.fail("creator_info", 401, "access_token_invalid", times=2)
+        with pytest.raises(AuthExpired):
+            await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert fake.calls("/v2/oauth/token/") == 1 and not fake.posts
+
+    async def test_missing_posting_scope_is_auth_expired_without_refreshing(
+        self, connector, fake, clock, jobs, small
+    ):
+        access, refresh = fake.grant("open-1", scopes="user.info.basic")
+        config = account(fake, clock, access_token=access, refresh_token=refresh)
+        with pytest.raises(AuthExpired, match=r"video\.publish"):
+            await connector.publish(request_for(config, small), jobs)
+        assert fake.calls("/v2/oauth/token/") == 0
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("endpoint", "status", "code", "error", "reason"),
+        [
+            ("init", 403, "spam_risk_too_many_posts", DailyLimitReached, None),
+            ("init", 403, "reached_active_user_cap", DailyLimitReached, None),
+            # creator_info may answer 200 with a non-ok code: the code decides.
+            ("creator_info", 200, "spam_risk_too_many_posts", DailyLimitReached, None),
+            ("init", 429, "rate_limit_exceeded", RateLimited, None),
+            ("creator_info", 429, "rate_limit_exceeded", RateLimited, None),
+            ("init", 403, "spam_risk_user_banned_from_posting", Permanent, "platform_error"),
+            ("init", 403, "privacy_level_option_mismatch", Permanent, "platform_error"),
+            ("init", 400, "invalid_param", Permanent, "platform_error"),
+            ("init", 400, "invalid_file_upload", Permanent, "media_rejected"),
+            ("init", 401, "scope_not_authorized", AuthExpired, None),
+            ("init", 500, "internal_error", Transient, None),
+            ("init", 502, None, Transient, None),
+            ("status", 503, None, Transient, None),
+        ],
+    )
+    async def test_error_codes_map_to_the_connector_errors(
+        self, connector, fake, clock, jobs, small, endpoint, status, code, error, reason
+    ):
+        fake.fail(endpoint, status, code)
+        with pytest.raises(error) as caught:
+            await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert type(caught.value) is error or error is AuthExpired
+        if reason is not None:
+            assert caught.value.reason == reason
+        if endpoint != "status":
+            assert not fake.posts
+
+    async def test_unaudited_app_posting_publicly_explains_the_audit(
+        self, connector, fake, clock, jobs, small
+    ):
+        fake.audited = False
+        with pytest.raises(Permanent, match="audit") as caught:
+            await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert "SELF_ONLY" in caught.value.detail and not fake.posts
+        private = request_for(account(fake, clock), small, options={"privacy": "private"})
+        await connector.publish(private, jobs)
+        assert len(fake.posts) == 1
+
+    @pytest.mark.parametrize(
+        ("fail_reason", "error", "reason"),
+        [
+            ("file_format_check_failed", Permanent, "media_rejected"),
+            ("frame_rate_check_failed", Permanent, "media_rejected"),
+            ("picture_size_check_failed", Permanent, "media_rejected"),
+            ("duration_check_failed", Permanent, "media_rejected"),
+            ("spam_risk_too_many_posts", DailyLimitReached, None),
+            ("internal", Transient, None),
+            ("auth_removed", AuthExpired, None),
+        ],
+    )
+    async def test_failed_publish_maps_its_fail_reason(
+        self, connector, fake, clock, jobs, small, fail_reason, error, reason
+    ):
+        fake.next_fail_reason = fail_reason
+        with pytest.raises(error) as caught:
+            await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert type(caught.value) is error
+        if reason:
+            assert caught.value.reason == reason
+        assert not fake.posts
+
+    async def test_after_a_retryable_failure_the_next_attempt_posts_afresh(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        fake.next_fail_reason = "internal"
+        with pytest.raises(Transient):
+            await connector.publish(request_for(config, small), jobs)
+        await connector.publish(request_for(config, small, job=jobs.job, attempt=2), jobs)
+        assert len(fake.posts) == 1 and len(fake.publishes) == 2
+
+    async def test_chunk_failing_every_time_is_transient_and_the_retry_starts_over(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        fake.fail("chunk", 500, chunk=0, times=3)
+        with pytest.raises(Transient, match="chunk 1 of 1"):
+            await connector.publish(request_for(config, small), jobs)
+        assert not fake.posts
+        # TikTok never got every byte of that one, so a fresh post is safe.
+        await connector.publish(request_for(config, small, job=jobs.job, attempt=2), jobs)
+        assert len(fake.posts) == 1 and len(fake.publishes) == 2
+
+    async def test_unreachable_tiktok_is_transient(
+        self, connector, offline, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        offline.tiktok_api_base = "http://127.0.0.1:9"
+        with pytest.raises(Transient, match="could not reach TikTok"):
+            await connector.publish(request_for(config, small), jobs)
+
+
+class TestReconcile:
+    async def test_nothing_saved_means_nothing_posted(self, connector, fake, clock, small):
+        assert await connector.reconcile(request_for(account(fake, clock), small)) is None
+
+    async def test_crash_after_the_upload_finds_the_post_and_never_posts_twice(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        fake.fail("status", 503, times=1)  # the worker "dies" right after the last chunk
+        with pytest.raises(Transient):
+            await connector.publish(request_for(config, small), jobs)
+        assert len(fake.posts) == 1
+        recovering = request_for(config, small, job=jobs.job)
+        found = await connector.reconcile(recovering)
+        post_id = str(fake.posts[0]["post_id"])
+        assert found == PublishResult(
+            post_id, f"https://www.tiktok.com/@sunny.creator/video/{post_id}"
+        )
+        # A later attempt (not a recovery) asks about the same publish id too.
+        assert (await connector.publish(recovering, jobs)).remote_id == post_id
+        assert len(fake.posts) == 1 and fake.calls("/v2/post/publish/video/init/") == 1
+
+    async def test_still_processing_is_polled_to_the_end(self, connector, fake, clock, jobs, small):
+        config = account(fake, clock)
+        fake.fail("status", 503, times=1)
+        with pytest.raises(Transient):
+            await connector.publish(request_for(config, small), jobs)
+        fake.processing_polls = 3
+        found = await connector.reconcile(request_for(config, small, job=jobs.job))
+        assert isinstance(found, PublishResult) and found.remote_id
+
+    async def test_crash_mid_upload_is_not_posted_and_posts_once_afterwards(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        fake.fail("chunk", 500, times=3)
+        with pytest.raises(Transient):
+            await connector.publish(request_for(config, small), jobs)
+        recovering = request_for(config, small, job=jobs.job)
+        assert await connector.reconcile(recovering) is None
+        await connector.publish(recovering, jobs)
+        assert len(fake.posts) == 1
+
+    async def test_failed_publish_is_not_a_post(self, connector, fake, clock, jobs, small):
+        config = account(fake, clock)
+        fake.next_fail_reason = "internal"
+        with pytest.raises(Transient):
+            await connector.publish(request_for(config, small), jobs)
+        assert await connector.reconcile(request_for(config, small, job=jobs.job)) is None
+
+    async def test_a_publish_tiktok_does_not_know_is_unknown_and_never_reposted(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        job = {"publish_id": "v_pub_file~v2-1.999", "username": "sunny.creator"}
+        recovering = request_for(config, small, job=job)
+        assert await connector.reconcile(recovering) == UNKNOWN
+        with pytest.raises(Permanent, match="may have been posted"):
+            await connector.publish(recovering, jobs)
+        assert fake.calls("/v2/post/publish/video/init/") == 0
+
+    async def test_expiring_token_leaves_it_to_publish_which_refreshes_and_resumes(
+        self, connector, fake, clock, jobs, small
+    ):
+        config = account(fake, clock)
+        fake.fail("status", 503, times=1)
+        with pytest.raises(Transient):
+            await connector.publish(request_for(config, small), jobs)
+        clock.advance(hours=20)  # the access token now expires within minutes
+        recovering = request_for(config, small, job=jobs.job)
+        assert await connector.reconcile(recovering) is None
+        assert fake.calls("/v2/oauth/token/") == 0  # nowhere to save a rotated token
+        assert (await connector.publish(recovering, jobs)).remote_id
+        assert len(jobs.configs) == 1 and len(fake.posts) == 1
+
+
+class TestChunkPlan:
+    @pytest.mark.parametrize(
+        ("size", "preferred", "expected"),
+        [
+            (1, 10_000_000, (1, 1)),
+            (MIN_CHUNK - 1, 10_000_000, (MIN_CHUNK - 1, 1)),
+            (25_000_000, 10_000_000, (10_000_000, 2)),  # the last chunk takes 15 MB
+            (15_000_000, 10_000_000, (15_000_000, 1)),
+            (64_000_000, MAX_CHUNK, (64_000_000, 1)),
+            (64_000_001, MAX_CHUNK, (32_000_000, 2)),
+            (100_000_000, 1, (MIN_CHUNK, 19)),  # preferences are held to the rules
+            (MAX_VIDEO_SIZE, 10_000_000, (10_000_000, 429)),
+        ],
+    )
+    def test_examples(self, size, preferred, expected):
+        plan = plan_chunks(size, preferred)
+        assert (plan.chunk_size, plan.total_chunk_count) == expected
+        assert check_source_info(size, *expected) is None
+
+    @hsettings(max_examples=400, deadline=None)
+    @given(
+        size=st.integers(1, MAX_VIDEO_SIZE),
+        preferred=st.integers(MIN_CHUNK, MAX_CHUNK),
+    )
+    def test_every_plan_is_one_the_fake_accepts(self, size, preferred):
+        plan = plan_chunks(size, preferred)
+        assert check_source_info(size, plan.chunk_size, plan.total_chunk_count) is None
+        ranges = plan.ranges()
+        assert ranges[0][0] == 0 and ranges[-1][1] == size - 1
+        assert all(b[0] == a[1] + 1 for a, b in itertools.pairwise(ranges))
+
+    @pytest.mark.parametrize(
+        ("size", "chunk", "count"),
+        [
+            (20_000_000, 4_000_000, 5),  # chunks under 5 MB
+            (70_000_000, 70_000_000, 1),  # over 64 MB in one piece
+            (30_000_000, 10_000_000, 2),  # count is not floor(size / chunk)
+            (4_000_000, 2_000_000, 2),  # under 5 MB must go whole
+            (300_000_000, 100_000_000, 3),  # chunks over 64 MB
+        ],
+    )
+    async def test_the_fake_refuses_plans_against_the_rules(self, fake, http, size, chunk, count):
+        access, _ = fake.grant("open-1")
+        r = await http.post(
+            f"{fake.url}/v2/post/publish/video/init/",
+            json={
+                "post_info": {"title": "x", "privacy_level": "SELF_ONLY"},
+                "source_info": {
+                    "source": "FILE_UPLOAD",
+                    "video_size": size,
+                    "chunk_size": chunk,
+                    "total_chunk_count": count,
+                },
+            },
+            headers={"Authorization": f"Bearer {access}"},
+        )
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_param"
+
+
+class TestFakeUploadRules:
+    async def test_chunks_out_of_order_wrong_size_or_without_headers_are_refused(self, fake, http):
+        access, _ = fake.grant("open-1")
+        size = 2 * MIN_CHUNK + 10
+        r = await http.post(
+            f"{fake.url}/v2/post/publish/video/init/",
+            json={
+                "post_info": {"title": "x", "privacy_level": "SELF_ONLY"},
+                "source_info": {
+                    "source": "FILE_UPLOAD",
+                    "video_size": size,
+                    "chunk_size": MIN_CHUNK,
+                    "total_chunk_count": 2,
+                },
+            },
+            headers={"Authorization": f"Bearer {access}"},
+        )
+        url = r.json()["data"]["upload_url"]
+        first = b"\0" * MIN_CHUNK
+
+        async def put(body: bytes, content_range: str, ctype: str = "video/mp4") -> int:
+            res = await http.put(
+                url, content=body, headers={"Content-Type": ctype, "Content-Range": content_range}
+            )
+            return res.status_code
+
+        assert await put(b"\0" * (MIN_CHUNK + 10), f"bytes {MIN_CHUNK}-{size - 1}/{size}") == 416
+        assert await put(first[:-1], f"bytes 0-{MIN_CHUNK - 2}/{size}") == 400
+        assert await put(first, f"bytes 0-{MIN_CHUNK - 1}/{size}", "video/avi") == 400
+        assert await put(first, f"bytes 0-{MIN_CHUNK - 1}/{size + 1}") == 400
+
+        async def streamed() -> AsyncIterator[bytes]:
+            yield first
+
+        res = await http.put(
+            url,
+            content=streamed(),
+            headers={
+                "Content-Type": "video/mp4",
+                "Content-Range": f"bytes 0-{MIN_CHUNK - 1}/{size}",
+            },
+        )
+        assert res.status_code == 400  # chunked transfer: no Content-Length
+        assert await put(first, f"bytes 0-{MIN_CHUNK - 1}/{size}") == 206
+        assert await put(b"\0" * (MIN_CHUNK + 10), f"bytes {MIN_CHUNK}-{size - 1}/{size}") == 201
+        assert len(fake.posts) == 1

@@ -253,6 +253,13 @@ class FakeTikTok:
                 length = self.headers.get("content-length")
                 return self.rfile.read(int(length)) if length else b""
 
+            def _drain_chunked(self) -> None:
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    self.rfile.read(size + 2)
+                    if size == 0:
+                        return
+
             def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
                 out = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
@@ -513,8 +520,8 @@ class FakeTikTok:
                 )
                 length = self.headers.get("content-length")
                 if self.headers.get("transfer-encoding") or length is None:
+                    self._drain_chunked()
                     self._send(400, b"Content-Length is required")
-                    self.close_connection = True
                     return
                 if p is None:
                     self._drain()

@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -19,7 +19,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from connectorhelpers import SCHEDULED, offline_settings_for, publish_request
+from apihelpers import make_pool
+from connectorhelpers import offline_settings_for, publish_request
 from fakes.tiktok import CLIENT_KEY, CLIENT_SECRET, FakeTikTok, check_source_info, running
 from uploadpools.config import Settings
 from uploadpools.connectors.base import (
@@ -40,6 +41,8 @@ from uploadpools.connectors.tiktok.api import MAX_CHUNK, MAX_VIDEO_SIZE, MIN_CHU
 from uploadpools.connectors.tiktok.connector import TikTokConnector
 from uploadpools.connectors.tiktok.oauth import TikTokOAuth
 from uploadpools.kit.clock import FrozenClock
+from uploadpools.kit.crypto import SecretBox
+from uploadpools.models import Account
 
 REDIRECT = "https://up.example/connect/tiktok/callback"
 
@@ -62,11 +65,6 @@ def tiktok_settings(settings: Settings, fake: FakeTikTok) -> Settings:
 @pytest.fixture
 def offline(tmp_path: Path, fake: FakeTikTok) -> Settings:
     return tiktok_settings(offline_settings_for(tmp_path), fake)
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock(SCHEDULED)
 
 
 @pytest.fixture
@@ -800,3 +798,92 @@ class TestFakeUploadRules:
         assert await put(first, f"bytes 0-{MIN_CHUNK - 1}/{size}") == 206
         assert await put(b"\0" * (MIN_CHUNK + 10), f"bytes {MIN_CHUNK}-{size - 1}/{size}") == 201
         assert len(fake.posts) == 1
+
+
+# -- through the engine ----------------------------------------------------------------------
+
+NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after conftest's START
+
+
+class TestThroughTheEngine:
+    @pytest.fixture
+    async def posting(self, app, client, tenant, settings, clock, fake, sample_mp4):  # type: ignore[no-untyped-def]
+        """A TikTok account in an active pool with a 09:00 UTC slot and one queued video."""
+        tiktok_settings(settings, fake)
+        settings.tiktok_default_privacy_level = "PUBLIC_TO_EVERYONE"
+        config = account(fake, clock)
+        box = SecretBox(settings.secret())
+        async with app.state.uploadpools.maker() as s:
+            acc = Account(
+                workspace_id=tenant.workspace_id,
+                platform="tiktok",
+                name="Sunny Creator",
+                status="connected",
+                credentials=box.encrypt(config),
+                created_at=clock.now(),
+                updated_at=clock.now(),
+            )
+            s.add(acc)
+            await s.commit()
+        pool = await make_pool(client, tenant, acc.id, timezone="UTC", state="active")
+        with sample_mp4.open("rb") as f:
+            r = await client.post(
+                f"/api/v1/pools/{pool['id']}/videos",
+                files={"file": ("v.mp4", f, "video/mp4")},
+                data={"title": "Sunrise"},
+                headers=tenant.headers,
+            )
+        assert r.status_code == 201, r.text
+        return {"pool": pool["id"], "item": r.json()["id"], "account": acc.id, "config": config}
+
+    async def item(self, client, tenant, posting):  # type: ignore[no-untyped-def]
+        r = await client.get(
+            f"/api/v1/pools/{posting['pool']}/videos/{posting['item']}", headers=tenant.headers
+        )
+        return r.json()
+
+    async def notes(self, client, tenant):  # type: ignore[no-untyped-def]
+        r = await client.get("/api/v1/notifications", headers=tenant.headers)
+        return r.json()["items"]
+
+    async def test_posts_at_slot_time_and_saves_rotated_tokens(
+        self, app, client, tenant, engine, clock, fake, posting, settings
+    ):
+        clock.set(NINE)  # the stored token (20 h from START) now expires within minutes
+        await engine.run()
+        got = await self.item(client, tenant, posting)
+        (d,) = got["deliveries"]
+        post_id = str(fake.posts[0]["post_id"])
+        assert (got["status"], d["status"], d["remote_id"]) == ("dispatched", "posted", post_id)
+        assert d["remote_url"] == f"https://www.tiktok.com/@sunny.creator/video/{post_id}"
+        async with app.state.uploadpools.maker() as s:
+            acc = await s.get(Account, posting["account"])
+            stored = SecretBox(settings.secret()).decrypt(acc.credentials)
+        assert stored["refresh_token"] in fake.refresh
+        assert stored["refresh_token"] != posting["config"]["refresh_token"]
+
+    async def test_tiktok_daily_cap_skips_with_a_warning(
+        self, client, tenant, engine, clock, fake, posting
+    ):
+        fake.fail("init", 403, "spam_risk_too_many_posts")
+        clock.set(NINE)
+        await engine.run()
+        got = await self.item(client, tenant, posting)
+        assert got["status"] == "skipped"
+        assert got["deliveries"][0]["reason"] == "platform_daily_limit"
+        (n,) = await self.notes(client, tenant)
+        assert n["level"] == "warning" and n["item_id"] == posting["item"]
+        assert not fake.posts
+
+    async def test_refused_refresh_marks_the_account_needs_reauth(
+        self, client, tenant, engine, clock, fake, posting
+    ):
+        fake.revoke(posting["config"]["access_token"])
+        fake.revoke(posting["config"]["refresh_token"])
+        clock.set(NINE)
+        await engine.run()
+        got = await self.item(client, tenant, posting)
+        assert got["deliveries"][0]["reason"] == "auth_expired"
+        r = await client.get(f"/api/v1/accounts/{posting['account']}", headers=tenant.headers)
+        assert r.json()["status"] == "needs_reauth"
+        assert "account.needs_reauth" in [n["kind"] for n in await self.notes(client, tenant)]

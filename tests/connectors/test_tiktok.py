@@ -359,6 +359,14 @@ class TestPublish:
         await connector.publish(request_for(account(fake, clock), small), jobs)
         assert len(fake.posts) == 1 and fake.calls("/upload/") == 2
 
+    async def test_last_chunk_whose_answer_was_lost_is_not_posted_twice(
+        self, connector, fake, clock, jobs, small
+    ):
+        fake.fail("chunk", 502, chunk=0, after_accepting=True)
+        result = await connector.publish(request_for(account(fake, clock), small), jobs)
+        assert len(fake.posts) == 1 and result.remote_id == str(fake.posts[0]["post_id"])
+        assert fake.calls("/upload/") == 2 and len(fake.publishes) == 1
+
     async def test_waits_for_processing(self, connector, fake, clock, jobs, small):
         fake.processing_polls = 3
         result = await connector.publish(request_for(account(fake, clock), small), jobs)

@@ -133,6 +133,8 @@ class Failure:
     times: int
     chunk: int | None = None
     message: str = ""
+    # For chunks: take the bytes, then answer the failure anyway (a lost 201).
+    after_accepting: bool = False
 
 
 class FakeTikTok:
@@ -193,10 +195,13 @@ class FakeTikTok:
         times: int = 1,
         chunk: int | None = None,
         message: str = "",
+        after_accepting: bool = False,
     ) -> None:
         """Answer the next ``times`` calls of ``endpoint`` (token, user_info, creator_info,
         init, chunk, status) with ``status`` and, when given, the v2 ``error.code``."""
-        self.failures.append(Failure(endpoint, status, code, times, chunk, message))
+        self.failures.append(
+            Failure(endpoint, status, code, times, chunk, message, after_accepting)
+        )
 
     def calls(self, path: str) -> int:
         return sum(1 for _, p in self.requests if p == path)
@@ -282,8 +287,10 @@ class FakeTikTok:
                     200, {"data": data, "error": {"code": "ok", "message": "", "log_id": ""}}
                 )
 
-            def _injected(self, endpoint: str, chunk: int | None = None) -> bool:
-                f = fake._injected(endpoint, chunk)
+            def _injected(
+                self, endpoint: str, chunk: int | None = None, f: Failure | None = None
+            ) -> bool:
+                f = f or fake._injected(endpoint, chunk)
                 if f is None:
                     return False
                 if f.code is None:
@@ -566,7 +573,9 @@ class FakeTikTok:
                         return
                     sha.update(data)
                     remaining -= len(data)
-                if self._injected("chunk", index):
+                injected = fake._injected("chunk", index)
+                if injected and not injected.after_accepting:
+                    self._injected("chunk", f=injected)
                     return
                 p.sha = sha
                 p.content_type = self.headers["content-type"]
@@ -574,7 +583,8 @@ class FakeTikTok:
                 p.chunks.append((first, last))
                 headers = {"Content-Range": f"bytes 0-{last}/{p.video_size}"}
                 if not p.uploaded:
-                    self._send(206, b"", headers)
+                    if not self._injected("chunk", f=injected):
+                        self._send(206, b"", headers)
                     return
                 p.fail_reason, fake.next_fail_reason = fake.next_fail_reason, None
                 if p.fail_reason is None:
@@ -591,7 +601,8 @@ class FakeTikTok:
                             "post_id": p.post_id,
                         }
                     )
-                self._send(201, b"", headers)
+                if not self._injected("chunk", f=injected):
+                    self._send(201, b"", headers)
 
             def status(self) -> None:
                 body = self._json_body()

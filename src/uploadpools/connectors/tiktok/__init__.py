@@ -5,10 +5,10 @@ The account's config is the token set from the OAuth connect flow, stored encryp
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from uploadpools.connectors.oauth import TokenSet
 
@@ -23,6 +23,12 @@ class TikTokConfig(BaseModel):
     scope: str | None = None
     # The creator's id for this app (TikTok's `open_id`).
     open_id: str | None = None
+
+    @field_validator("expires_at", "refresh_expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        # Instants are UTC; a stored value without an offset is read as UTC.
+        return value.replace(tzinfo=UTC) if value and value.tzinfo is None else value
 
     @classmethod
     def from_tokens(cls, tokens: TokenSet) -> TikTokConfig:

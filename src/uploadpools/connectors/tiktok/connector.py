@@ -250,7 +250,7 @@ class TikTokConnector:
             raise Transient("TikTok's init answer had no publish_id or upload_url")
         job = {"publish_id": publish_id, "username": info.get("creator_username") or None}
         await jobs.save(job)
-        await self._upload(upload_url, plan, media)
+        await self._upload(session, publish_id, upload_url, plan, media)
         return await self._until_published(session, job)
 
     def _post_info(
@@ -300,21 +300,20 @@ class TikTokConnector:
             post["video_cover_timestamp_ms"] = cover
         return post
 
-    async def _upload(self, upload_url: str, plan: ChunkPlan, media: MediaRef) -> None:
+    async def _upload(
+        self,
+        session: _Session,
+        publish_id: str,
+        upload_url: str,
+        plan: ChunkPlan,
+        media: MediaRef,
+    ) -> None:
         ranges = plan.ranges()
         for index, (first, last) in enumerate(ranges):
             where = f"chunk {index + 1} of {len(ranges)}"
             for attempt in range(1, CHUNK_TRIES + 1):
                 try:
-                    response = await self.ctx.http.put(
-                        upload_url,
-                        content=media.open(start=first, end=last + 1),
-                        headers={
-                            "Content-Type": media.content_type,
-                            "Content-Length": str(last - first + 1),
-                            "Content-Range": f"bytes {first}-{last}/{plan.video_size}",
-                        },
-                    )
+                    response = await self._put(upload_url, media, first, last, plan.video_size)
                 except httpx.HTTPError as exc:
                     error = network_error(f"the upload of {where}", exc)
                 else:
@@ -322,6 +321,9 @@ class TikTokConnector:
                     if status in (200, 201, 206):
                         break
                     if status < 500:
+                        # A chunk sent again after a lost answer finds the upload done.
+                        if attempt > 1 and await self._all_in(session, publish_id, plan):
+                            return
                         # 403: the upload URL expired (an hour); 404/416: TikTok lost track.
                         # Nothing can be published from a partial upload, so a later
                         # attempt starts over; anything else is a request TikTok refuses.
@@ -333,6 +335,31 @@ class TikTokConnector:
                     await self._sleep(self.settings.tiktok_poll_interval_s)
             else:
                 raise error
+
+    async def _all_in(self, session: _Session, publish_id: str, plan: ChunkPlan) -> bool:
+        data = await session.call("/v2/post/publish/status/fetch/", {"publish_id": publish_id})
+        return data.get("uploaded_bytes") == plan.video_size
+
+    async def _put(
+        self, upload_url: str, media: MediaRef, first: int, last: int, total: int
+    ) -> httpx.Response:
+        body = media.open(start=first, end=last + 1)
+        try:
+            return await self.ctx.http.put(
+                upload_url,
+                content=body,
+                headers={
+                    "Content-Type": media.content_type,
+                    "Content-Length": str(last - first + 1),
+                    "Content-Range": f"bytes {first}-{last}/{total}",
+                },
+            )
+        finally:
+            # Close the file even when the request broke off mid-chunk.
+            close = getattr(body, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
 
     async def _until_published(self, session: _Session, job: dict[str, Any]) -> PublishResult:
         interval = self.settings.tiktok_poll_interval_s
@@ -388,8 +415,8 @@ class TikTokConnector:
         # jobs.save comes right after init, before any byte: nothing saved, nothing posted.
         if not request.job.get("publish_id"):
             return None
-        session = _Session(self, request, None)
         try:
+            session = _Session(self, request, None)
             return await self._resume(session, request.job, request.media.size)
         except TokenInvalid:
             # Needs a refresh, which must be saved: publish() asks about the same publish_id

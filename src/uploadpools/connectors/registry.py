@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from uploadpools.connectors.base import Connector, ConnectorContext
 from uploadpools.connectors.folder.connector import FolderConnector
+from uploadpools.connectors.instagram.connector import InstagramConnector
 from uploadpools.connectors.webhook.connector import WebhookConnector
 
 ENTRY_POINT_GROUP = "uploadpools.connectors"
@@ -26,11 +27,7 @@ ENTRY_POINT_GROUP = "uploadpools.connectors"
 BUILTIN_CONNECTORS: dict[str, type[Connector]] = {
     WebhookConnector.platform: WebhookConnector,
     FolderConnector.platform: FolderConnector,
-}
-
-# Platforms configured with a form (`POST /accounts {config}`), by config model.
-CONFIG_MODELS: dict[str, type[BaseModel]] = {
-    name: cls.config_model for name, cls in BUILTIN_CONNECTORS.items()
+    InstagramConnector.platform: InstagramConnector,
 }
 
 # Platforms that connect through OAuth in the web app (`/connect/{platform}`).
@@ -44,6 +41,14 @@ OAUTH_PLATFORMS = (
     "threads",
     "pinterest",
 )
+
+# Platforms configured with a form (`POST /accounts {config}`), by config model. OAuth
+# platforms are not: their config is the token set the connect flow stores.
+CONFIG_MODELS: dict[str, type[BaseModel]] = {
+    name: cls.config_model
+    for name, cls in BUILTIN_CONNECTORS.items()
+    if name not in OAUTH_PLATFORMS
+}
 
 
 def _third_party(platform: str) -> type[Connector] | None:

@@ -6,7 +6,7 @@ import hashlib
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -14,7 +14,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 
+from apihelpers import make_pool
 from connectorhelpers import media_ref, offline_settings_for, publish_request
 from fakes.instagram import (
     CLIENT_ID,
@@ -25,6 +27,9 @@ from fakes.instagram import (
     graph_error,
     running,
 )
+from media_samples import make_mp4
+from uploadpools.accounts.schemas import AccountCreate
+from uploadpools.accounts.service import AccountService
 from uploadpools.config import Settings
 from uploadpools.connectors.base import (
     UNKNOWN,
@@ -42,6 +47,8 @@ from uploadpools.connectors.instagram.graph import graph_error as classify
 from uploadpools.connectors.instagram.oauth import InstagramOAuth
 from uploadpools.connectors.oauth import OAuthProvider
 from uploadpools.kit.clock import FrozenClock
+from uploadpools.models import QueueItem
+from uploadpools.store.engine import session_scope
 
 REDIRECT = "https://up.example/connect/instagram/callback"
 
@@ -605,3 +612,95 @@ class TestNoDoublePosts:
         fake.tokens[config.access_token].revoked = True
         found = await connector.reconcile(reel(fake, video[0], config=config, job=jobs.job))
         assert found == UNKNOWN
+
+
+NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after conftest's START
+
+
+@pytest.fixture(scope="module")
+def reel_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Reels need at least 3 s; vertical like a reel.
+    return make_mp4(
+        tmp_path_factory.mktemp("reel") / "reel.mp4", seconds=3.2, width=144, height=256
+    )
+
+
+@pytest.fixture
+async def through_engine(app, client, tenant, settings, fake, file_server, reel_mp4):  # type: ignore[no-untyped-def]
+    """A pool posting at 09:00 UTC to a connected Instagram account, one video queued.
+
+    The app's public URL is the file server, which serves the video under the signed
+    media path, so the fake downloads it as Instagram would from a public server."""
+    point_at(settings, fake)
+    settings.public_url = f"http://127.0.0.1:{file_server.port}"
+    st = app.state.uploadpools
+    token = fake.long_lived_token()
+    async with session_scope(st.maker) as s:
+        account = await AccountService(s, settings).create(
+            tenant.workspace_id,
+            AccountCreate(platform="instagram", name="sunrise.shop"),
+            token.issued_at,
+            validated_config=config_for(fake, token).model_dump(mode="json"),
+        )
+    pool = await make_pool(client, tenant, account.id, timezone="UTC", state="active")
+    with reel_mp4.open("rb") as f:
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos",
+            files={"file": ("reel.mp4", f, "video/mp4")},
+            data={"title": "Sunrise", "caption": "Morning #light"},
+            headers=tenant.headers,
+        )
+    assert r.status_code == 201, r.text
+    item = r.json()
+    async with st.maker() as s:
+        media_id = await s.scalar(select(QueueItem.media_id).where(QueueItem.id == item["id"]))
+    (file_server.root / "media").mkdir()
+    shutil.copyfile(reel_mp4, file_server.root / "media" / str(media_id))
+    return {"pool": pool["id"], "item": item["id"], "account": account.id, "token": token}
+
+
+async def outcome(client, tenant, ctx):  # type: ignore[no-untyped-def]
+    r = await client.get(
+        f"/api/v1/pools/{ctx['pool']}/videos/{ctx['item']}", headers=tenant.headers
+    )
+    (delivery,) = r.json()["deliveries"]
+    notes = (await client.get("/api/v1/notifications", headers=tenant.headers)).json()["items"]
+    return r.json(), delivery, notes
+
+
+class TestThroughTheEngine:
+    async def test_posts_at_slot_time(self, client, tenant, engine, clock, fake, through_engine):  # type: ignore[no-untyped-def]
+        clock.set(NINE)
+        await engine.run()
+        item, d, _ = await outcome(client, tenant, through_engine)
+        (post,) = fake.posts
+        assert (item["status"], d["status"], d["remote_id"]) == ("dispatched", "posted", post["id"])
+        assert d["remote_url"] == f"https://www.instagram.com/reel/{post['shortcode']}/"
+        assert post["caption"] == "Morning #light"
+
+    async def test_publishing_limit_skips_with_a_warning(
+        self, client, tenant, engine, clock, fake, through_engine
+    ):  # type: ignore[no-untyped-def]
+        fake.quota_used_before = fake.quota_total
+        clock.set(NINE)
+        await engine.run()
+        item, d, notes = await outcome(client, tenant, through_engine)
+        assert (item["status"], d["reason"]) == ("skipped", "platform_daily_limit")
+        (note,) = notes
+        assert note["level"] == "warning" and "daily limit" in note["message"]
+        assert fake.containers_created() == 0
+
+    async def test_token_error_makes_the_account_need_reauth(
+        self, client, tenant, engine, clock, fake, through_engine
+    ):  # type: ignore[no-untyped-def]
+        through_engine["token"].revoked = True
+        clock.set(NINE)
+        await engine.run()
+        item, d, notes = await outcome(client, tenant, through_engine)
+        assert (item["status"], d["reason"]) == ("skipped", "auth_expired")
+        r = await client.get(
+            f"/api/v1/accounts/{through_engine['account']}", headers=tenant.headers
+        )
+        assert r.json()["status"] == "needs_reauth"
+        assert "account.needs_reauth" in {n["kind"] for n in notes}
+        assert fake.posts == []

@@ -704,3 +704,40 @@ class TestThroughTheEngine:
         assert r.json()["status"] == "needs_reauth"
         assert "account.needs_reauth" in {n["kind"] for n in notes}
         assert fake.posts == []
+
+    @pytest.mark.parametrize("dies_at", [2, 3], ids=["before-publish", "after-publish"])
+    async def test_worker_dying_mid_post_ends_with_exactly_one_post(
+        self, client, tenant, clock, app, settings, fake, through_engine, dies_at
+    ):  # type: ignore[no-untyped-def]
+        from uploadpools.engine.dispatcher import Dispatcher, _Jobs
+        from uploadpools.engine.ticker import Ticker
+
+        st = app.state.uploadpools
+        clock.set(NINE)
+        await Ticker(st.maker, settings, clock).tick()
+        dying = Dispatcher(st.maker, settings, clock, st.storage, st.http, node="dying")
+        (c,) = await dying.claim(10)
+        jobs = _Jobs(dying, c)
+        saves = 0
+
+        class Dies:
+            async def save(self, job: dict[str, Any]) -> None:
+                nonlocal saves
+                saves += 1
+                if saves == dies_at:  # 2: saving the marker; 3: saving the media id
+                    raise Crash
+                await jobs.save(job)
+
+            async def save_config(self, config: dict[str, Any]) -> None:
+                await jobs.save_config(config)
+
+        with pytest.raises(Crash):
+            await InstagramConnector(dying.ctx).publish(c.request, Dies())
+        assert len(fake.posts) == dies_at - 2
+        clock.advance(seconds=settings.lease_seconds + 1)
+        survivor = Dispatcher(st.maker, settings, clock, st.storage, st.http, node="survivor")
+        assert await survivor.run_until_idle() == 1
+        item, d, _ = await outcome(client, tenant, through_engine)
+        (post,) = fake.posts
+        assert (item["status"], d["status"], d["remote_id"]) == ("dispatched", "posted", post["id"])
+        assert fake.containers_created() == 1 and fake.publish_attempts == 1

@@ -388,6 +388,16 @@ class TestPublish:
         await connector.publish(reel(fake, video[0], config=config, job=jobs.job), jobs)
         assert fake.containers_created() == 2 and len(fake.posts) == 1
 
+    async def test_not_ready_for_publishing_is_retried_on_the_same_container(
+        self, connector: InstagramConnector, fake: FakeInstagram, video
+    ) -> None:
+        fake.fail("publish", 400, graph_error(9007, 2207027, "The media is not ready"))
+        jobs = Jobs()
+        with pytest.raises(Transient, match="not ready"):
+            await connector.publish(reel(fake, video[0]), jobs)
+        await connector.publish(reel(fake, video[0], job=jobs.job), jobs)
+        assert len(fake.posts) == 1 and fake.containers_created() == 1
+
 
 class TickingClock:
     """A clock that moves a minute every time it is read (a slow platform, no sleeping)."""
@@ -411,6 +421,15 @@ class TestTokens:
         assert fake.tokens[saved["access_token"]].kind == "long"
         assert InstagramConfig.model_validate(saved).expires_at == clock.now() + timedelta(days=60)
         assert len(fake.posts) == 1
+
+    async def test_refresh_failing_for_now_posts_with_the_old_token(
+        self, connector: InstagramConnector, fake: FakeInstagram, video, clock
+    ) -> None:
+        old = fake.long_lived_token(issued_at=clock.now() - timedelta(days=40))
+        fake.fail("refresh", 503, {"error": {"message": "try later", "code": 2}})
+        jobs = Jobs()
+        await connector.publish(reel(fake, video[0], config=config_for(fake, old)), jobs)
+        assert jobs.configs == [] and len(fake.posts) == 1
 
     async def test_young_token_is_not_refreshed(
         self, connector: InstagramConnector, fake: FakeInstagram, video

@@ -172,14 +172,15 @@ class InstagramConnector:
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(self, request: PublishRequest, jobs: JobStore) -> PublishResult:
+        job = dict(request.job)
+        if job.get("media_id"):
+            # Already posted by an earlier attempt: report it, whatever else changed.
+            return await self._posted(request, str(job["media_id"]))
         options = self._options(request)
         self._precheck(request)
         config = await self._fresh_config(request, jobs)
         token, user = config.access_token, config.user_id
-        job = dict(request.job)
 
-        if job.get("media_id"):
-            return await self._result(token, str(job["media_id"]))
         if job.get("container_id"):
             status, text = await self._status(token, str(job["container_id"]))
             if status == "PUBLISHED":
@@ -314,6 +315,13 @@ class InstagramConnector:
         link = answer.get("permalink")
         return PublishResult(remote_id=media_id, remote_url=link if isinstance(link, str) else None)
 
+    async def _posted(self, request: PublishRequest, media_id: str) -> PublishResult:
+        try:
+            token = self._config(request).access_token
+        except AuthExpired:
+            return PublishResult(remote_id=media_id)
+        return await self._result(token, media_id)
+
     async def _found(
         self, token: str, user: str, job: dict[str, Any], request: PublishRequest
     ) -> PublishResult:
@@ -365,11 +373,7 @@ class InstagramConnector:
     async def reconcile(self, request: PublishRequest) -> Reconciled:
         job = request.job
         if job.get("media_id"):
-            try:
-                token = self._config(request).access_token
-            except AuthExpired:
-                return PublishResult(remote_id=str(job["media_id"]))
-            return await self._result(token, str(job["media_id"]))
+            return await self._posted(request, str(job["media_id"]))
         if not job.get("container_id"):
             # Nothing saved: at most an unpublished container exists, which expires unseen.
             return None

@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         Literal["PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"]
         | None
     ) = None
+    # Instagram Reels through the Instagram API with Instagram Login (docs/platforms/instagram.md).
+    instagram_client_id: str | None = None
+    instagram_client_secret: SecretStr | None = None
+    instagram_graph_version: str = "v25.0"
+    # Hosts, settings so that tests (and proxies) can point elsewhere.
+    instagram_graph_base: str = "https://graph.instagram.com"
+    instagram_auth_base: str = "https://api.instagram.com"
+    # Container status polling: Meta recommends once a minute for at most five minutes.
+    instagram_poll_interval_s: float = Field(default=60.0, ge=0)
+    instagram_processing_timeout_s: float = Field(default=300.0, gt=0)
+    # Refresh the 60-day token when fewer days than this are left (and it is >= 24 h old).
+    instagram_refresh_within_days: float = Field(default=30.0, gt=0, le=59)
     # Queue "running low": fewer queued videos than firings in this many hours.
     low_queue_hours: int = Field(default=48, ge=0)
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from uploadpools.connectors.base import Connector, ConnectorContext
 from uploadpools.connectors.folder.connector import FolderConnector
+from uploadpools.connectors.instagram.connector import InstagramConnector
 from uploadpools.connectors.tiktok.connector import TikTokConnector
 from uploadpools.connectors.webhook.connector import WebhookConnector
 
@@ -28,6 +29,7 @@ BUILTIN_CONNECTORS: dict[str, type[Connector]] = {
     WebhookConnector.platform: WebhookConnector,
     FolderConnector.platform: FolderConnector,
     TikTokConnector.platform: TikTokConnector,
+    InstagramConnector.platform: InstagramConnector,
 }
 
 # Platforms that connect through OAuth in the web app (`/connect/{platform}`).

@@ -132,6 +132,21 @@ class Settings(BaseSettings):
                 raise ValueError(f"{v!r} is not an IP network (CIDR) or address")
         return value
 
+    @field_validator("media_constraints")
+    @classmethod
+    def _check_constraints(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from uploadpools.connectors.base import MediaConstraints
+
+        known = set(MediaConstraints.__dataclass_fields__)
+        for platform, rules in value.items():
+            unknown = sorted(set(rules) - known)
+            if unknown:
+                raise ValueError(
+                    f"{platform}: unknown rule(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
+        return value
+
     @field_validator("youtube_chunk_bytes")
     @classmethod
     def _check_chunk(cls, value: int) -> int:

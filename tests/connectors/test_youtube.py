@@ -57,6 +57,7 @@ class Jobs:
         self.saved: list[dict[str, Any]] = []
         self.configs: list[dict[str, Any]] = []
         self.puts_before_save: int | None = None
+        self.stored: dict[str, Any] | None = None
 
     async def save(self, job: dict[str, Any]) -> None:
         if self.fake is not None and self.puts_before_save is None:
@@ -65,6 +66,10 @@ class Jobs:
 
     async def save_config(self, config: dict[str, Any]) -> None:
         self.configs.append(dict(config))
+
+    async def load_config(self) -> dict[str, Any]:
+        assert self.stored is not None, "only a refused refresh re-reads the config"
+        return dict(self.stored)
 
 
 @pytest.fixture
@@ -293,11 +298,38 @@ class TestRefresh:
         assert tokens.expires_at == clock.now() + timedelta(seconds=3599)
         assert config["remote_id"] == google.channel_id  # the rest of the config is kept
 
+    async def test_a_refresh_token_rotated_by_another_worker_is_picked_up(
+        self, yt, google, clock, http
+    ):
+        google.rotate_refresh_tokens = True
+        req = request_for(google, clock, config=config_for(google, clock, expires_in_s=-10))
+        # Another worker refreshed first: the stored config moved on, ours is stale.
+        r = await http.post(
+            f"{google.base}/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": req.config["refresh_token"],
+                "client_id": yt.settings.youtube_client_id,
+                "client_secret": yt.settings.youtube_client_secret.get_secret_value(),
+            },
+        )
+        jobs = Jobs()
+        jobs.stored = {
+            **req.config,
+            **r.json(),
+            "expires_at": (clock.now() + timedelta(hours=1)).isoformat(),
+        }
+        assert (await yt.publish(req, jobs)).remote_id == "vid0001"
+        assert google.refreshes == 2  # theirs, and our refused one
+        assert jobs.configs == []
+
     async def test_a_refused_refresh_is_auth_expired(self, yt, google, clock):
         req = request_for(google, clock, config=config_for(google, clock, expires_in_s=-10))
         google.revoke_refresh_tokens()
+        jobs = Jobs()
+        jobs.stored = dict(req.config)  # nobody else refreshed either
         with pytest.raises(AuthExpired) as exc:
-            await yt.publish(req, Jobs())
+            await yt.publish(req, jobs)
         assert "invalid_grant" in exc.value.detail
         assert google.log.count("POST /upload/youtube/v3/videos") == 0
 

@@ -107,7 +107,19 @@ class OAuthSession:
         """New tokens now; ``AuthExpired`` (from the provider) when the platform refuses."""
         if not self.tokens.refresh_token:
             raise AuthExpired("the access token expired and there is no refresh token")
-        new = await self.provider.refresh(self.http, self.tokens)
+        try:
+            new = await self.provider.refresh(self.http, self.tokens)
+        except AuthExpired:
+            # Another worker may have rotated the refresh token under us (platforms that
+            # rotate invalidate the old one): take the stored tokens if they moved on.
+            stored = await self._stored()
+            if stored is None or stored.refresh_token in (None, self.tokens.refresh_token):
+                raise
+            self.tokens = stored
+            self._refreshed = True
+            if stored.expires_at is None or stored.expires_at - self._margin > self._now():
+                return stored.access_token  # already fresh: nothing to save
+            new = await self.provider.refresh(self.http, stored)
         if new.refresh_token is None:
             # Platforms that do not rotate (Google) answer without one: keep ours.
             new = TokenSet(
@@ -124,6 +136,14 @@ class OAuthSession:
         if self._jobs is not None:
             await self._jobs.save_config(self.config)
         return new.access_token
+
+    async def _stored(self) -> TokenSet | None:
+        load = getattr(self._jobs, "load_config", None)  # optional on a JobStore
+        if load is None:
+            return None
+        config = await load()
+        self.config = {**self.config, **config}
+        return tokens_from_config(config)
 
     async def call(self, fn: Callable[[str], Awaitable[T]]) -> T:
         """``fn(access_token)``, replayed once with refreshed tokens after ``AuthExpired``."""

@@ -407,6 +407,40 @@ class TestEngine:
         assert video["status"]["privacyStatus"] == "private"
         assert video["size"] == vertical_mp4.stat().st_size
 
+    @pytest.mark.parametrize(
+        ("status", "reason", "skip"),
+        [
+            (403, "rateLimitExceeded", "platform_rate_limited"),
+            (403, "quotaExceeded", "platform_daily_limit"),
+        ],
+    )
+    async def test_a_refusal_for_limits_skips_with_a_warning(
+        self,
+        client,
+        tenant,
+        engine,
+        clock,
+        app,
+        settings,
+        google_app,
+        vertical_mp4,
+        status,
+        reason,
+        skip,
+    ):
+        acc = await youtube_account(app, tenant, google_app, clock, settings)
+        pool, item_id = await queue_one(client, tenant, acc, vertical_mp4)
+        google_app.inject("start", status, reason)
+        clock.advance(timedelta(hours=21))
+        await engine.run()
+        got = await get_item(client, tenant, pool["id"], item_id)
+        (d,) = got["deliveries"]
+        assert (got["status"], d["reason"], d["attempts"]) == ("skipped", skip, 1)
+        assert reason in d["detail"]
+        notes = (await client.get("/api/v1/notifications", headers=tenant.headers)).json()
+        assert any(n["level"] == "warning" for n in notes["items"]), notes
+        assert google_app.videos == {}
+
     async def test_a_refused_refresh_marks_the_account_needs_reauth(
         self, client, tenant, engine, clock, app, settings, google_app, vertical_mp4
     ):

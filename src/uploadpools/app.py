@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, Response
 
+from uploadpools.accounts.connect_endpoints import api_router as connect_api_router
+from uploadpools.accounts.connect_endpoints import router as connect_router
 from uploadpools.accounts.endpoints import router as accounts_router
 from uploadpools.config import Settings
 from uploadpools.deps import AppState
@@ -113,9 +115,10 @@ def create_app(
     )
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for r in (accounts_router, pools_router, queue_router, workspace_router):
+    for r in (connect_api_router, accounts_router, pools_router, queue_router, workspace_router):
         api.include_router(r)
     app.include_router(api)
+    app.include_router(connect_router, include_in_schema=False)
     app.include_router(media_router, include_in_schema=False)
 
     @app.get("/", include_in_schema=False)

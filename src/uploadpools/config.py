@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -119,6 +119,25 @@ class Settings(BaseSettings):
     # Queue "running low": fewer queued videos than firings in this many hours.
     low_queue_hours: int = Field(default=48, ge=0)
 
+    # OAuth platforms (see docs/platforms/*.md). A platform can be connected once its
+    # app credentials are set.
+    oauth_state_ttl_s: int = Field(default=600, ge=60)
+    # Refresh an access token that expires within this many seconds before using it.
+    oauth_refresh_margin_s: int = Field(default=300, ge=0)
+    # Per-platform overrides of the connectors' declared media constraints, e.g.
+    # {"youtube": {"max_duration_s": 900, "max_aspect": null}} (field names of MediaConstraints).
+    media_constraints: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    # YouTube (Data API v3). The base URLs are settings so tests can use a fake server.
+    youtube_client_id: str | None = None
+    youtube_client_secret: SecretStr | None = None
+    google_auth_url: str = "https://accounts.google.com/o/oauth2/v2/auth"
+    google_token_url: str = "https://oauth2.googleapis.com/token"
+    youtube_api_base: str = "https://www.googleapis.com/youtube/v3"
+    youtube_upload_base: str = "https://www.googleapis.com/upload/youtube/v3"
+    # Bytes per PUT of the resumable upload: a multiple of 256 KiB.
+    youtube_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=256 * 1024)
+
     # Pools
     default_grace_minutes: int = Field(default=15, ge=0, le=24 * 60)
     schedule_preview_max: int = Field(default=500, ge=1)
@@ -145,6 +164,28 @@ class Settings(BaseSettings):
                 ip_network(v, strict=False)
             except ValueError:
                 raise ValueError(f"{v!r} is not an IP network (CIDR) or address")
+        return value
+
+    @field_validator("media_constraints")
+    @classmethod
+    def _check_constraints(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from uploadpools.connectors.base import MediaConstraints
+
+        known = set(MediaConstraints.__dataclass_fields__)
+        for platform, rules in value.items():
+            unknown = sorted(set(rules) - known)
+            if unknown:
+                raise ValueError(
+                    f"{platform}: unknown rule(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(sorted(known))}"
+                )
+        return value
+
+    @field_validator("youtube_chunk_bytes")
+    @classmethod
+    def _check_chunk(cls, value: int) -> int:
+        if value % (256 * 1024):
+            raise ValueError("must be a multiple of 262144 (256 KiB)")
         return value
 
     @model_validator(mode="after")

@@ -290,7 +290,8 @@ class TestRouteTable:
             ),
             run_background=False,
         )
-        routes = {route_key(m, p) for m, p in api_routes(app) if "{" in p}
+        # `{platform}` is a platform name, not another workspace's object.
+        routes = {route_key(m, p) for m, p in api_routes(app) if "{" in p.replace("{platform}", "")}
         assert len(routes) >= 15  # the route listing itself works
         table = {route_key(m, API + t) for m, t, _ in CROSS_TENANT}
         assert routes - table == set(), "routes without a cross-tenant row"

@@ -144,6 +144,10 @@ class JobStore(Protocol):
         """Persist refreshed credentials (rotated tokens) for the account."""
         ...
 
+    # Optional (the engine's store has it): ``async def load_config() -> dict`` reads the
+    # account's config as stored now, so a worker whose refresh token was rotated by
+    # another worker meanwhile can continue with the new one (OAuthSession uses it).
+
 
 UNKNOWN: Literal["unknown"] = "unknown"
 Reconciled = PublishResult | None | Literal["unknown"]

@@ -9,27 +9,46 @@ the connector class, constructed as ``Connector(ctx)``::
 
 A built-in always wins over an entry point of the same name, so installing a package
 cannot take over an existing platform.
+
+OAuth platforms also need a provider for the shared connect flow (``/connect/{platform}``):
+``OAUTH_PROVIDERS`` maps the platform to its ``OAuthProvider`` class, constructed as
+``Provider(settings, clock)``. Adding a platform is one line there and one in
+``BUILTIN_CONNECTORS``.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import entry_points
+from typing import Any
 
 from pydantic import BaseModel
 
 from uploadpools.connectors.base import Connector, ConnectorContext
 from uploadpools.connectors.folder.connector import FolderConnector
 from uploadpools.connectors.instagram.connector import InstagramConnector
+from uploadpools.connectors.instagram.oauth import InstagramOAuth
+from uploadpools.connectors.oauth import OAuthProvider
 from uploadpools.connectors.tiktok.connector import TikTokConnector
+from uploadpools.connectors.tiktok.oauth import TikTokOAuth
 from uploadpools.connectors.webhook.connector import WebhookConnector
+from uploadpools.connectors.youtube.connector import YouTubeConnector
+from uploadpools.connectors.youtube.oauth import YouTubeOAuth
 
 ENTRY_POINT_GROUP = "uploadpools.connectors"
 
 BUILTIN_CONNECTORS: dict[str, type[Connector]] = {
     WebhookConnector.platform: WebhookConnector,
     FolderConnector.platform: FolderConnector,
+    YouTubeConnector.platform: YouTubeConnector,
     TikTokConnector.platform: TikTokConnector,
     InstagramConnector.platform: InstagramConnector,
+}
+
+# The shared connect flow's providers: platform → OAuthProvider class.
+OAUTH_PROVIDERS: dict[str, type[OAuthProvider]] = {
+    YouTubeOAuth.platform: YouTubeOAuth,
+    TikTokOAuth.platform: TikTokOAuth,
+    InstagramOAuth.platform: InstagramOAuth,
 }
 
 # Platforms that connect through OAuth in the web app (`/connect/{platform}`).
@@ -44,8 +63,7 @@ OAUTH_PLATFORMS = (
     "pinterest",
 )
 
-# Platforms configured with a form (`POST /accounts {config}`), by config model. OAuth
-# platforms' configs are token sets that only the connect flow may write.
+# Platforms configured with a form (`POST /accounts {config}`), by config model.
 CONFIG_MODELS: dict[str, type[BaseModel]] = {
     name: cls.config_model
     for name, cls in BUILTIN_CONNECTORS.items()
@@ -80,6 +98,12 @@ def connector_class(platform: str) -> type[Connector]:
     return cls
 
 
+def oauth_provider(platform: str, settings: Any, clock: Any) -> OAuthProvider | None:
+    """The OAuth provider of ``platform``, or None when it does not connect through OAuth."""
+    cls = OAUTH_PROVIDERS.get(platform)
+    return cls(settings, clock=clock) if cls is not None else None  # type: ignore[call-arg]
+
+
 def connector_for(platform: str, ctx: ConnectorContext) -> Connector:
     """A connector instance for ``platform``, built-in or from an entry point."""
     return connector_class(platform)(ctx)  # type: ignore[call-arg]
@@ -87,8 +111,10 @@ def connector_for(platform: str, ctx: ConnectorContext) -> Connector:
 
 def config_model_for(platform: str) -> type[BaseModel] | None:
     """The config model of a form-configured platform, third-party ones included."""
+    if platform in OAUTH_PLATFORMS:
+        return None
     model = CONFIG_MODELS.get(platform)
-    if model is not None or platform in OAUTH_PLATFORMS:
+    if model is not None:
         return model
     try:
         return connector_class(platform).config_model

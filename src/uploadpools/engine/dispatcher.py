@@ -99,6 +99,14 @@ class _Jobs:
                 .values(credentials=self.d.box.encrypt(config))
             )
 
+    async def load_config(self) -> dict[str, Any]:
+        """The account's config as stored now (another worker may have rotated its tokens)."""
+        async with self.d.maker() as session:
+            raw = await session.scalar(
+                select(Account.credentials).where(Account.id == self.c.request.account_id)
+            )
+        return self.d.box.decrypt(raw) if raw is not None else dict(self.c.request.config)
+
 
 class Dispatcher:
     def __init__(

@@ -28,9 +28,10 @@ def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:
 class SecretBox:
     """Authenticated encryption (Fernet) under a key derived from the secret key."""
 
-    def __init__(self, secret: str) -> None:
+    def __init__(self, secret: str, purpose: str = "credentials") -> None:
+        # Each purpose gets its own key: an OAuth state can never decrypt as credentials.
         self._fernet = Fernet(
-            base64.urlsafe_b64encode(derive_key(secret, "uploadpools:credentials"))
+            base64.urlsafe_b64encode(derive_key(secret, f"uploadpools:{purpose}"))
         )
 
     def encrypt(self, value: dict[str, Any]) -> bytes:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from uploadpools.config import Settings
 from uploadpools.kit.clock import Clock
 from uploadpools.kit.ids import new_id
+from uploadpools.media import preflight
 from uploadpools.media.fetch import FetchFailed, fetch_to_storage
 from uploadpools.media.probe import NotAVideo, ProbeResult, probe
 from uploadpools.media.storage import LocalStorage, Storage, StoredObject
@@ -189,6 +190,19 @@ class MediaFetcher:
                 await self.storage.delete(key)
                 return
             mark_ready(m, stored, probed)
+            # The pre-flight an upload gets at once, now that the video is known.
+            for item in await _queued_items(session, media_id):
+                rules = await preflight.pool_rules(session, self.settings, item.pool_id)
+                errors = preflight.check(rules, m, item.title, item.caption)
+                if errors:
+                    why = "; ".join(e.message for e in errors)
+                    await _skip(
+                        session,
+                        item,
+                        why,
+                        f"the video cannot be posted: {why}",
+                        now=self.clock.now(),
+                    )
 
     async def _fail(self, media_id: str, lease: datetime, reason: str) -> None:
         now = self.clock.now()
@@ -199,28 +213,40 @@ class MediaFetcher:
             m.state = "failed"
             m.error = reason
             m.lease_until = None
-            items = list(
-                (
-                    await session.scalars(
-                        select(QueueItem).where(
-                            QueueItem.media_id == media_id, QueueItem.status == "queued"
-                        )
-                    )
-                ).all()
-            )
-            for item in items:
-                item.status = "skipped"
-                item.skip_reason = "media_rejected"
-                item.skip_detail = f"the video could not be fetched: {reason}"
-                item.finished_at = now
-                label = f"“{item.title}”" if item.title else "A video"
-                await notify(
-                    session,
-                    workspace_id=item.workspace_id,
-                    level="warning",
-                    kind="item.skipped",
-                    message=f"{label} was skipped: its video_url could not be used ({reason}).",
-                    now=now,
-                    pool_id=item.pool_id,
-                    item_id=item.id,
+            for item in await _queued_items(session, media_id):
+                await _skip(
+                    session, item, reason, f"the video could not be fetched: {reason}", now=now
                 )
+
+
+async def _queued_items(session: AsyncSession, media_id: str) -> list[QueueItem]:
+    return list(
+        (
+            await session.scalars(
+                select(QueueItem).where(
+                    QueueItem.media_id == media_id, QueueItem.status == "queued"
+                )
+            )
+        ).all()
+    )
+
+
+async def _skip(
+    session: AsyncSession, item: QueueItem, reason: str, detail: str, *, now: datetime
+) -> None:
+    """A fetched video that cannot be used: the item is skipped `media_rejected`, and said so."""
+    item.status = "skipped"
+    item.skip_reason = "media_rejected"
+    item.skip_detail = detail
+    item.finished_at = now
+    label = f"“{item.title}”" if item.title else "A video"
+    await notify(
+        session,
+        workspace_id=item.workspace_id,
+        level="warning",
+        kind="item.skipped",
+        message=f"{label} was skipped: its video_url could not be used ({reason}).",
+        now=now,
+        pool_id=item.pool_id,
+        item_id=item.id,
+    )

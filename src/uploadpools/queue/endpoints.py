@@ -14,6 +14,7 @@ from uploadpools.idempotency import fingerprint
 from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
 from uploadpools.kit.pagination import clamp_limit
 from uploadpools.kit.responses import commit_response
+from uploadpools.media import preflight
 from uploadpools.media.probe import NotAVideo
 from uploadpools.media.service import (
     delete_media,
@@ -154,10 +155,16 @@ async def enqueue(
                     },
                 )
             )
-            pool = await pools.get(ws.workspace_id, pool_id, for_update=True)
             media = ready_media(
                 media_id, ws.workspace_id, stored, probed, now, filename=received.filename
             )
+            # Before the pool lock: the slots' platforms must all accept this video.
+            rules = await preflight.pool_rules(session, settings, pool_id)
+            if rules:
+                errors = preflight.check(rules, media, fields.title, fields.caption)
+                if errors:
+                    raise ValidationFailed(errors)
+            pool = await pools.get(ws.workspace_id, pool_id, for_update=True)
             session.add(media)
             await session.flush()
             item = await queue.enqueue(pool, media, fields, now, user_id=ws.user_id)
@@ -203,6 +210,12 @@ async def _enqueue_url(
     pools = PoolService(session, state.settings)
     queue = QueueService(session, state.settings)
     pool = await pools.get(ws.workspace_id, pool_id, for_update=True)
+    # The text can be checked now; the video itself once it is fetched (media.service).
+    rules = await preflight.pool_rules(session, state.settings, pool.id)
+    if rules:
+        errors = preflight.check(rules, None, data.title, data.caption)
+        if errors:
+            raise ValidationFailed(errors)
     media = Media(
         id=media_id, workspace_id=ws.workspace_id, state="pending", source_url=url, created_at=now
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from uploadpools.connectors.oauth import TokenSet
 
@@ -23,6 +23,17 @@ class TikTokConfig(BaseModel):
     scope: str | None = None
     # The creator's id for this app (TikTok's `open_id`).
     open_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_token_set(cls, data: Any) -> Any:
+        # The shared connect flow stores a TokenSet as a dict: its ``extra`` holds open_id.
+        if isinstance(data, dict) and isinstance(data.get("extra"), dict):
+            merged = {k: v for k, v in data.items() if k != "extra"}
+            for k, v in data["extra"].items():
+                merged.setdefault(k, v)
+            return merged
+        return data
 
     @field_validator("expires_at", "refresh_expires_at")
     @classmethod

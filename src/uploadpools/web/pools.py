@@ -330,6 +330,8 @@ async def _pool_page(
             "titles": titles,
             "dry": runs_dry(view, now),
             "item_errors": item_errors or {},
+            # Posting in progress: the page refreshes itself until it is done.
+            "live": any(i.status == "dispatching" for i in other_reads),
             "now": now,
         },
         status,

@@ -32,6 +32,11 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   });
 
+  // While videos are being posted, keep the page current (a real reload: a meta refresh
+  // to a URL with a #fragment would only scroll).
+  const live = document.querySelector('meta[name="refresh-while-posting"]');
+  if (live) setTimeout(() => window.location.reload(), Number(live.content) * 1000);
+
   setupPoolForm();
   setupUploads();
   setupReorder();
@@ -141,12 +146,38 @@ function setupUploads() {
 
   async function uploadAll(files) {
     // One after another, so the queue keeps the order the files were chosen in.
-    const jobs = Array.from(files).map(uploadOne);
+    files = Array.from(files); // an input's FileList empties when the input is reset
+    const jobs = files.map(uploadOne);
     let failed = 0;
     for (const job of jobs) {
       if (!(await job())) failed++;
     }
-    if (failed === 0) window.location.reload();
+    if (failed === 0) {
+      // Show the new queue; the finished bars stay on screen across the reload.
+      sessionStorage.setItem(KEY, JSON.stringify(files.map((f) => f.name)));
+      window.location.reload();
+    }
+  }
+
+  const KEY = "uploaded:" + url;
+  const finished = sessionStorage.getItem(KEY);
+  if (finished) {
+    sessionStorage.removeItem(KEY);
+    for (const name of JSON.parse(finished)) {
+      const li = document.createElement("li");
+      li.className = "upload ok";
+      const label = document.createElement("span");
+      label.textContent = name;
+      const bar = document.createElement("progress");
+      bar.max = 100;
+      bar.value = 100;
+      bar.setAttribute("aria-label", "Uploaded " + name);
+      const status = document.createElement("span");
+      status.className = "upload-status";
+      status.textContent = "added";
+      li.append(label, bar, status);
+      list.append(li);
+    }
   }
 
   input.addEventListener("change", () => {

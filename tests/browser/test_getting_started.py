@@ -87,6 +87,14 @@ def test_getting_started(page, live, sample_mp4, tmp_path):  # type: ignore[no-u
     expect(page.locator("#pool-state")).to_have_text("Active")
     expect(page.locator("#queue-list .expected")).to_have_count(3)
     shot(page, "pool")
+    page.get_by_role("link", name="Upload Pools").first.click()
+    row = page.locator(".pool-row", has_text="Daily shorts")
+    expect(row.locator(".badge")).to_have_text("Active")
+    expect(row.locator(".facts")).to_contain_text("Mon 2 Mar 18:00")  # next firing, Berlin
+    # Three videos: Mon 18:00, Tue 09:00, Tue 18:00; Wed 09:00 finds the queue empty.
+    expect(row.locator(".facts")).to_contain_text("on Wed 4 Mar")
+    shot(page, "pools")
+    row.get_by_role("link", name="Daily shorts").click()
 
     # Post next now: the head video goes to the folder account.
     page.locator(".slot-list > li").first.get_by_role("button", name="Post next now").click()
@@ -108,7 +116,7 @@ def test_getting_started(page, live, sample_mp4, tmp_path):  # type: ignore[no-u
     row = page.locator(".pool-row", has_text="Daily shorts")
     expect(row.locator(".badge")).to_have_text("Paused")
     expect(row.locator(".queue-length")).to_have_text("2 videos")
-    shot(page, "pools")
+    shot(page, "pools-paused")
 
     # The other main pages render.
     for link, name in (

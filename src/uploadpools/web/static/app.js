@@ -37,6 +37,15 @@ document.addEventListener("DOMContentLoaded", () => {
   const live = document.querySelector('meta[name="refresh-while-posting"]');
   if (live) setTimeout(() => window.location.reload(), Number(live.content) * 1000);
 
+  // A field marked invalid by the server stops looking invalid once it is edited.
+  document.addEventListener("input", (ev) => {
+    const el = ev.target;
+    if (!(el instanceof HTMLElement) || el.getAttribute("aria-invalid") !== "true") return;
+    el.removeAttribute("aria-invalid");
+    const msg = document.getElementById(el.getAttribute("aria-describedby") || "");
+    if (msg) msg.hidden = true;
+  });
+
   setupPoolForm();
   setupUploads();
   setupReorder();

@@ -146,6 +146,52 @@ class TestPoolForm:
         assert [s["time"] for s in got["slots"]] == ["06:00"]
 
 
+class TestPoolPage:
+    async def test_calendar_marks_forecast_skips_and_accounts_offer_reconnect(
+        self, client, app, tenant, clock, sample_mp4
+    ):
+        from sqlalchemy import update
+
+        from uploadpools.kit.crypto import SecretBox
+        from uploadpools.models import Account
+        from uploadpools.store.engine import session_scope
+
+        account = await make_account(client, tenant, "Main")
+        pool = await make_pool(client, tenant, account, state="active")
+        csrf = await sign_in(client, tenant.email)
+        with sample_mp4.open("rb") as f:
+            r = await client.post(
+                f"/pools/{pool['id']}/upload",
+                files={"file": ("clip.mp4", f, "video/mp4")},
+                headers={"X-CSRF-Token": csrf},
+            )
+        assert r.status_code == 201
+        page = (await client.get(f"/pools/{pool['id']}")).text
+        assert "forecast-skip" not in page and "no video (queue empty)" in page
+        state = app.state.uploadpools
+        async with session_scope(state.maker) as s:
+            await s.execute(
+                update(Account).where(Account.id == account).values(status="needs_reauth")
+            )
+            s.add(
+                Account(
+                    workspace_id=tenant.workspace_id,
+                    platform="youtube",
+                    name="Channel",
+                    status="needs_reauth",
+                    credentials=SecretBox(state.settings.secret()).encrypt({}),
+                    created_at=clock.now(),
+                    updated_at=clock.now(),
+                )
+            )
+        page = (await client.get(f"/pools/{pool['id']}")).text
+        assert page.count('class="firing forecast-skip') == 1  # the one video's firing
+        assert "“Main” needs to be reconnected" in page
+        accounts = (await client.get("/accounts")).text
+        assert accounts.count('href="/connect/youtube"') == 1  # Channel's reconnect
+        assert 'href="/connect/folder"' not in accounts
+
+
 class TestQueuePanel:
     async def test_item_edit_with_bad_options_is_refused_inline(self, client, tenant, sample_mp4):
         account = await make_account(client, tenant)

@@ -87,7 +87,6 @@ def by_field(errors: list[FieldError]) -> dict[str, str]:
     for e in errors:
         key = re.sub(r"^(slots\.\d+\.account_ids)\.\d+$", r"\1", e.field)
         key = re.sub(r"^(slots\.\d+\.days)\.\d+$", r"\1", key)
-        if key == "slots":
-            key = "slots"
-        out.setdefault(key, e.message)
+        message = "add at least one slot" if key == "slots" else e.message
+        out.setdefault(key, message)
     return out

@@ -361,3 +361,38 @@ class TestErrors:
         await sign_in(client, tenant.email)
         r = await client.get("/nowhere")
         assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+
+
+class TestPostNextNow:
+    async def test_posts_the_head_and_links_only_web_urls(
+        self, client, tenant, allow_loopback, receiver, engine, sample_mp4
+    ):
+        r = await client.post(
+            "/api/v1/accounts",
+            json={"platform": "webhook", "name": "Hook", "config": {"url": receiver.url}},
+            headers=tenant.headers,
+        )
+        account = r.json()["id"]
+        pool = await make_pool(client, tenant, account)
+        csrf = await sign_in(client, tenant.email)
+        for name in ("one", "two"):
+            with sample_mp4.open("rb") as f:
+                r = await client.post(
+                    f"/pools/{pool['id']}/upload",
+                    files={"file": (f"{name}.mp4", f, "video/mp4")},
+                    headers={"X-CSRF-Token": csrf},
+                )
+            assert r.status_code == 201
+        receiver.answer(200, b'{"id": "p1", "url": "javascript:alert(1)"}')
+        receiver.answer(200, b'{"id": "p2", "url": "https://example.com/p2"}')
+        slot = pool["slots"][0]["id"]
+        for _ in range(2):
+            r = await client.post(f"/pools/{pool['id']}/slots/{slot}/fire", data={"csrf": csrf})
+            assert r.status_code == 303
+            await engine.run()
+        page = (await client.get(f"/pools/{pool['id']}")).text
+        assert "javascript:" not in page
+        assert 'href="https://example.com/p2"' in page
+        assert [r["body"] for r in receiver.requests] and len(receiver.requests) == 2
+        assert page.count('<span class="badge status-dispatched">dispatched</span>') == 2
+        assert "The queue is empty." in page

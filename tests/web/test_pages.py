@@ -267,8 +267,20 @@ class TestWorkspacePages:
         r = await client.post("/members", data={"csrf": csrf, "email": other.email})
         assert r.status_code == 422 and "already a member" in r.text
         client.cookies.clear()
-        await sign_in(client, "new@example.com", password)
+        csrf_new = await sign_in(client, "new@example.com", password)
         assert "workspace" in (await client.get("/pools")).text
+        # They replace the password someone else saw.
+        r = await client.post(
+            "/password", data={"csrf": csrf_new, "current": "wrong", "new": "short"}
+        )
+        assert r.status_code == 422
+        assert 'id="current-error"' in r.text and 'id="new-error"' in r.text
+        r = await client.post(
+            "/password", data={"csrf": csrf_new, "current": password, "new": "a-long-secret"}
+        )
+        assert r.status_code == 200 and "was changed" in r.text
+        client.cookies.clear()
+        await sign_in(client, "new@example.com", "a-long-secret")
         # The existing user now has two workspaces and a switcher.
         client.cookies.clear()
         csrf = await sign_in(client, other.email)

@@ -65,9 +65,11 @@ OTHER_POSTS: list[tuple[str, Any]] = [
     ("/api-keys", {"name": "x"}),
     ("/webhooks", {"url": "https://93.184.216.34/h", "events": "pool.empty"}),
     ("/members", {"email": "new@example.com"}),
+    ("/password", {"current": "pw-123456", "new": "0123456789abc"}),
     ("/signout", {}),
 ]
 PAGES = [
+    "/password",
     "/pools",
     "/pools/new",
     "/accounts",

@@ -6,12 +6,13 @@ import secrets
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from starlette.responses import RedirectResponse, Response
 
 from uploadpools.deps import SessionDep, StateDep
 from uploadpools.exceptions import ValidationFailed
-from uploadpools.models import Membership, User
+from uploadpools.kit import crypto
+from uploadpools.models import Membership, User, WebSession
 from uploadpools.web import session as websession
 from uploadpools.web.common import done, safe_next, secure_cookies
 from uploadpools.web.deps import FormUser, UserDep, rollback
@@ -191,3 +192,36 @@ async def remove(
     await remove_member(session, me.workspace.id, me.role, membership_id)
     await session.commit()
     return done(request, "/members")
+
+
+MIN_PASSWORD = 10
+
+
+@router.get("/password")
+async def password_form(request: Request, me: UserDep) -> Response:
+    return page(request, "password.html", {"errors": {}, "done": False})
+
+
+@router.post("/password")
+async def change_password(
+    request: Request,
+    session: SessionDep,
+    me: FormUser,
+    current: Annotated[str, Form()] = "",
+    new: Annotated[str, Form()] = "",
+) -> Response:
+    """Invitees start from a password someone else saw: they change it here."""
+    errors = {}
+    if not crypto.verify_password(me.user.password_hash, current):
+        errors["current"] = "is not your current password"
+    if len(new) < MIN_PASSWORD:
+        errors["new"] = f"needs at least {MIN_PASSWORD} characters"
+    if errors:
+        return page(request, "password.html", {"errors": errors, "done": False}, 422)
+    me.user.password_hash = crypto.hash_password(new)
+    # Every other browser signed in as this user is signed out.
+    await session.execute(
+        delete(WebSession).where(WebSession.user_id == me.user.id, WebSession.id != me.session.id)
+    )
+    await session.commit()
+    return page(request, "password.html", {"errors": {}, "done": True})

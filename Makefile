@@ -5,8 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql://postgres@127.0.0.1:5432/test
+# The browser tests drive Debian's Chromium (never a downloaded browser build).
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: run test test-sqlite lint check-migrations bench clean
+
+$(CHROMIUM):
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed"; exit 1; }
@@ -21,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/uploadpools serve
 
 ## Install everything the suite needs, then run it on SQLite and (when reachable) PostgreSQL.
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	@url="$$UPLOADPOOLS_TEST_POSTGRES_URL"; \
 	if [ -z "$$url" ]; then \
 	  if $(BIN)/python scripts/pg_reachable.py "$(PG_URL)"; then url="$(PG_URL)"; \

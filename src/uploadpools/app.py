@@ -10,7 +10,7 @@ import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from uploadpools.accounts.connect_endpoints import api_router as connect_api_router
 from uploadpools.accounts.connect_endpoints import router as connect_router
@@ -27,6 +27,8 @@ from uploadpools.media.service import MediaFetcher, storage_for
 from uploadpools.pools.endpoints import router as pools_router
 from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
+from uploadpools.web import install_web
+from uploadpools.web.render import error_page, is_web_path
 from uploadpools.workspace.endpoints import router as workspace_router
 
 log = logging.getLogger(__name__)
@@ -48,18 +50,25 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(UploadPoolsError)
-    async def _domain(_: Request, exc: UploadPoolsError) -> Response:
+    async def _domain(request: Request, exc: UploadPoolsError) -> Response:
+        if is_web_path(request.url.path):
+            return error_page(request, exc.status_code, exc.title, exc.detail)
         return problem_for(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> Response:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = [FieldError(field_from_loc(e["loc"]), _message(e)) for e in exc.errors()]
+        if is_web_path(request.url.path):
+            failed = ValidationFailed(errors)
+            return error_page(request, 422, failed.title, failed.detail)
         return problem_for(ValidationFailed(errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         titles = {404: "Not found", 405: "Method not allowed"}
         title = titles.get(exc.status_code, "Error")
+        if is_web_path(request.url.path):
+            return error_page(request, exc.status_code, title, str(exc.detail))
         return ProblemResponse(
             problem_body(exc.status_code, title, str(exc.detail), title.lower().replace(" ", "-")),
             status_code=exc.status_code,
@@ -120,12 +129,5 @@ def create_app(
     app.include_router(api)
     app.include_router(connect_router, include_in_schema=False)
     app.include_router(media_router, include_in_schema=False)
-
-    @app.get("/", include_in_schema=False)
-    async def home() -> HTMLResponse:
-        return HTMLResponse(
-            "<!doctype html><title>Upload Pools</title><h1>Upload Pools</h1>"
-            '<p>The API is at <a href="/docs">/docs</a>.</p>'
-        )
-
+    install_web(app)
     return app

@@ -139,3 +139,21 @@ async def authenticate(session: AsyncSession, token: str, now: datetime) -> Prin
     return Principal(
         workspace_id=key.workspace_id, owner_id=owner_id, user_id=key.user_id, api_key_id=key.id
     )
+
+
+class ApiKeyNotFound(NotFound):
+    title = "API key not found"
+
+
+async def revoke_api_key(
+    session: AsyncSession, *, workspace_id: str, key_id: str, now: datetime
+) -> ApiKey:
+    """Revoke a key of this workspace; it fails authentication from now on."""
+    key = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.workspace_id == workspace_id)
+    )
+    if key is None:
+        raise ApiKeyNotFound("no such API key")
+    if key.revoked_at is None:
+        key.revoked_at = now
+    return key

@@ -13,6 +13,7 @@ from uploadpools.models.pool import Pool, Slot, SlotAccount
 from uploadpools.models.pool_log import PoolStateChange
 from uploadpools.models.usage import QuotaEntry
 from uploadpools.models.user import User
+from uploadpools.models.web_session import WebSession
 from uploadpools.models.webhook import WebhookEndpoint
 from uploadpools.models.workspace import Membership, Workspace
 
@@ -33,6 +34,7 @@ __all__ = [
     "Slot",
     "SlotAccount",
     "User",
+    "WebSession",
     "WebhookEndpoint",
     "Workspace",
 ]

@@ -1,0 +1,66 @@
+"""Members of a workspace. With no email sending, an invite creates the user with an
+initial password that the inviting owner sees once and passes on."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from uploadpools.auth.service import normalise_email
+from uploadpools.exceptions import Forbidden, NotFound, ValidationFailed
+from uploadpools.kit import crypto
+from uploadpools.models import Membership, User
+
+INVITABLE_ROLES = ("admin", "member")
+
+
+class OwnerOnly(Forbidden):
+    title = "Only the owner can do this"
+
+
+async def add_member(
+    session: AsyncSession, workspace_id: str, actor_role: str, email: str, role: str, now: datetime
+) -> tuple[User, str | None]:
+    """Add a user by email; a new user gets a generated password, returned once."""
+    if actor_role != "owner":
+        raise OwnerOnly("only the workspace owner invites members")
+    if role not in INVITABLE_ROLES:
+        raise ValidationFailed.one("role", "must be admin or member")
+    email = normalise_email(email)
+    user = await session.scalar(select(User).where(User.email == email))
+    password = None
+    if user is None:
+        password = crypto.generate_password()
+        user = User(
+            email=email, password_hash=crypto.hash_password(password), plan="free", created_at=now
+        )
+        session.add(user)
+        await session.flush()
+    elif await session.scalar(
+        select(Membership.id).where(
+            Membership.workspace_id == workspace_id, Membership.user_id == user.id
+        )
+    ):
+        raise ValidationFailed.one("email", f"{email} is already a member")
+    session.add(Membership(workspace_id=workspace_id, user_id=user.id, role=role, created_at=now))
+    await session.flush()
+    return user, password
+
+
+async def remove_member(
+    session: AsyncSession, workspace_id: str, actor_role: str, membership_id: str
+) -> None:
+    if actor_role != "owner":
+        raise OwnerOnly("only the workspace owner removes members")
+    row = await session.scalar(
+        select(Membership).where(
+            Membership.id == membership_id, Membership.workspace_id == workspace_id
+        )
+    )
+    if row is None:
+        raise NotFound("no such member")
+    if row.role == "owner":
+        raise ValidationFailed.one("member", "the owner cannot be removed")
+    await session.delete(row)

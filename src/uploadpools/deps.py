@@ -75,7 +75,7 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ApiKey",
     description="An API key: `Authorization: Bearer up_…` (one workspace per key).",
@@ -84,7 +84,7 @@ _bearer = HTTPBearer(
 
 async def get_principal(
     state: StateDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")

@@ -13,6 +13,7 @@ from sqlalchemy import select
 from fakes.youtube import FakeGoogle, fake_google
 from uploadpools.kit.crypto import SecretBox
 from uploadpools.models import Account
+from webhelpers import sign_in
 
 
 @pytest.fixture
@@ -157,14 +158,16 @@ class TestRefused:
         assert await accounts(app) == []
 
     async def test_unconfigured_platform_is_404_naming_the_settings(self, client, tenant, settings):
-        r = await client.get("/connect/youtube", headers=tenant.headers)
+        r = await client.post("/api/v1/accounts/connect/youtube", headers=tenant.headers)
         assert r.status_code == 404
         assert "UPLOADPOOLS_YOUTUBE_CLIENT_ID" in r.json()["detail"]
         r = await client.post("/api/v1/accounts/connect/tiktok", headers=tenant.headers)
         assert r.status_code == 404
+        r = await client.get("/connect/youtube", headers=tenant.headers)
+        assert r.status_code == 404 and "text/html" in r.headers["content-type"]
 
-    async def test_starting_needs_an_api_key(self, client, google):
-        r = await client.get("/connect/youtube")
+    async def test_starting_from_the_api_needs_an_api_key(self, client, google):
+        r = await client.post("/api/v1/accounts/connect/youtube")
         assert r.status_code == 401
 
     async def test_oauth_platforms_cannot_be_created_with_a_config(self, client, tenant):
@@ -175,3 +178,23 @@ class TestRefused:
         )
         assert r.status_code == 422
         assert "/connect/youtube" in r.text
+
+
+class TestFromTheWebUI:
+    async def test_signed_in_user_connects_and_lands_on_accounts(
+        self, client, tenant, google, browser, app
+    ):
+        await sign_in(client, tenant.email)
+        r = await client.get("/connect/youtube")  # no API key: the web session decides
+        assert r.status_code == 302, r.text
+        r = await client.get(await consent(browser, r.headers["location"]))
+        assert (r.status_code, r.headers["location"]) == (303, "/accounts")
+        (acc,) = await accounts(app)
+        assert acc.workspace_id == tenant.workspace_id
+        page = await client.get("/accounts")
+        assert "Fake Channel" in page.text
+
+    async def test_signed_out_browser_is_sent_to_sign_in(self, client, google):
+        r = await client.get("/connect/youtube")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/signin?next=/connect/youtube"

@@ -309,15 +309,17 @@ class TestWorkspacePages:
         assert r.status_code == 303
         assert "Out" in (await client.get("/accounts")).text
 
-    async def test_connect_buttons_only_for_configured_platforms(self, client, tenant):
-        from types import SimpleNamespace
-
-        from uploadpools.web.workspace_pages import connectable
+    async def test_connect_buttons_only_for_configured_platforms(self, client, tenant, settings):
+        from pydantic import SecretStr
 
         await sign_in(client, tenant.email)
         assert 'href="/connect/' not in (await client.get("/accounts")).text
-        configured = SimpleNamespace(youtube_client_id="abc", tiktok_client_key="k")
-        assert connectable(configured) == ["youtube", "tiktok"]
+        settings.youtube_client_id, settings.youtube_client_secret = "abc", SecretStr("s")
+        settings.tiktok_client_key, settings.tiktok_client_secret = "k", SecretStr("s")
+        settings.instagram_client_id = "only-half-configured"
+        page = (await client.get("/accounts")).text
+        assert 'href="/connect/youtube"' in page and 'href="/connect/tiktok"' in page
+        assert 'href="/connect/instagram"' not in page
 
     async def test_notifications_mark_read_lowers_the_unread_count(
         self, client, app, tenant, clock

@@ -4,7 +4,8 @@
 * ``GET /connect/{platform}/callback`` ← the platform sends the browser back here;
 * ``POST /api/v1/accounts/connect/{platform}`` → ``{authorize_url}`` for API users.
 
-Who connects is decided by ``connect_actor``, the one place to add the web session.
+Who connects is decided by ``connect_actor``: the API key when one is sent, otherwise
+the signed-in web session (the Accounts page links here).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -22,9 +24,10 @@ from uploadpools.accounts.oauth_connect import (
     OAuthConnect,
     cookie_name,
 )
-from uploadpools.deps import CurrentWorkspace, Idempotency, NowDep, SessionDep, StateDep
+from uploadpools.deps import Idempotency, NowDep, SessionDep, StateDep, bearer, get_principal
 from uploadpools.exceptions import UploadPoolsError
 from uploadpools.kit.responses import commit_response
+from uploadpools.web import session as websession
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +36,20 @@ class ConnectActor:
     user_id: str | None
 
 
-async def connect_actor(principal: CurrentWorkspace) -> ConnectActor:
-    """Who is connecting an account: for now the API key's workspace and user."""
-    return ConnectActor(principal.workspace_id, principal.user_id)
+async def connect_actor(
+    request: Request,
+    state: StateDep,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ConnectActor:
+    """Who is connecting an account: the API key's workspace, or the web session's."""
+    if credentials is not None:
+        principal = await get_principal(state, credentials)
+        return ConnectActor(principal.workspace_id, principal.user_id)
+    signed_in = await websession.load(
+        session, request.cookies.get(websession.COOKIE), state.clock.now()
+    )
+    return ConnectActor(signed_in.workspace.id, signed_in.user.id)
 
 
 ActorDep = Annotated[ConnectActor, Depends(connect_actor)]
@@ -112,12 +126,16 @@ async def callback(
         await session.commit()
     except UploadPoolsError as exc:
         return _page(exc.status_code, exc.title, exc.detail)
-    page = _page(
-        200,
-        "Account connected",
-        f"{platform} account “{account.name}” is connected (id {account.id}). "
-        "Add it to a pool's slots to post there.",
-    )
+    if websession.COOKIE in request.cookies:
+        # Back to the Accounts page, where the new account is listed.
+        page: Response = RedirectResponse("/accounts", status_code=303)
+    else:
+        page = _page(
+            200,
+            "Account connected",
+            f"{platform} account “{account.name}” is connected (id {account.id}). "
+            "Add it to a pool's slots to post there.",
+        )
     page.delete_cookie(cookie_name(platform), path=f"/connect/{platform}")
     return page
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from uploadpools.accounts.schemas import AccountCreate
 from uploadpools.accounts.service import AccountService
 from uploadpools.auth.service import create_api_key, revoke_api_key
-from uploadpools.connectors.registry import OAUTH_PLATFORMS
+from uploadpools.connectors.registry import OAUTH_PLATFORMS, OAUTH_PROVIDERS, oauth_provider
 from uploadpools.deps import AppState, SessionDep, StateDep
 from uploadpools.exceptions import UploadPoolsError, ValidationFailed
 from uploadpools.models import ApiKey, QuotaEntry, User, Workspace
@@ -31,13 +31,12 @@ router = APIRouter(include_in_schema=False)
 # -- accounts ---------------------------------------------------------------------------------
 
 
-def connectable(settings: object) -> list[str]:
-    """OAuth platforms whose app credentials this server has (`{platform}_client_id`)."""
+def connectable(state: AppState) -> list[str]:
+    """OAuth platforms whose app credentials this server has (the provider says)."""
     out = []
-    for platform in OAUTH_PLATFORMS:
-        names = ("tiktok_client_key",) if platform == "tiktok" else ()
-        names += (f"{platform}_client_id",)
-        if any(getattr(settings, n, None) for n in names):
+    for platform in OAUTH_PROVIDERS:
+        provider = oauth_provider(platform, state.settings, state.clock)
+        if provider is not None and provider.configured():
             out.append(platform)
     return out
 
@@ -62,7 +61,7 @@ async def _accounts_page(
         {
             "accounts": rows,
             "oauth": OAUTH_PLATFORMS,
-            "connectable": connectable(state.settings),
+            "connectable": connectable(state),
             "errors": errors or {},
             "values": values or {},
             "message": message,

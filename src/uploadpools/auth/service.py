@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -139,3 +140,41 @@ async def authenticate(session: AsyncSession, token: str, now: datetime) -> Prin
     return Principal(
         workspace_id=key.workspace_id, owner_id=owner_id, user_id=key.user_id, api_key_id=key.id
     )
+
+
+class PrincipalCache:
+    """Verified API keys for a few seconds, so most requests skip the key look-up.
+
+    Keyed by a SHA-256 of the key (the key itself is not kept). Only successes are
+    cached; a key revoked or deleted in the database stops working once its entry is
+    `ttl` old, or at once in this process after `forget_all()`.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: timedelta) -> None:
+        self.ttl = ttl
+        self._entries: dict[bytes, tuple[Principal, datetime]] = {}
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, token: str, now: datetime) -> Principal | None:
+        hit = self._entries.get(self._key(token))
+        if hit is None:
+            return None
+        principal, checked_at = hit
+        if not checked_at <= now < checked_at + self.ttl:
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal, now: datetime) -> None:
+        if not self.ttl:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[self._key(token)] = (principal, now)
+
+    def forget_all(self) -> None:
+        self._entries.clear()

@@ -105,6 +105,7 @@ CurrentWorkspace = Annotated[Principal, Depends(get_principal)]
 async def get_idempotency(
     request: Request,
     state: StateDep,
+    session: SessionDep,
     principal: CurrentWorkspace,
     idempotency_key: Annotated[
         str | None,
@@ -125,6 +126,9 @@ async def get_idempotency(
     try:
         yield guard
     except BaseException:
+        # End the failed work first: on SQLite its transaction holds the write lock that
+        # the release needs (the request's session is this one, shared by the endpoint).
+        await session.rollback()
         await guard.release()
         raise
     await guard.release()  # no-op once completed

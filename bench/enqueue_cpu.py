@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import event
 
 from uploadpools.app import create_app
 from uploadpools.auth.service import create_api_key, create_user
@@ -82,6 +83,19 @@ async def measure(args: argparse.Namespace, data_dir: Path) -> None:
 
             for i in range(args.warmup):
                 await one(i)
+            if args.sql:
+                statements: list[str] = []
+
+                def note(_conn, _cur, statement, *_a: object) -> None:  # type: ignore[no-untyped-def]
+                    statements.append(" ".join(statement.split())[:110])
+
+                sync_engine = state.engine.sync_engine
+                event.listen(sync_engine, "before_cursor_execute", note)
+                await one(-1)
+                event.remove(sync_engine, "before_cursor_execute", note)
+                print(f"one enqueue ran {len(statements)} SQL statements:")
+                for st in statements:
+                    print("   ", st)
             prof = cProfile.Profile() if args.profile else None
             cpu0, wall0 = time.process_time(), time.perf_counter()
             if prof:
@@ -104,6 +118,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--pool-state", choices=("paused", "active"), default="paused")
     p.add_argument("--database-url", help="default: a SQLite file in a temp dir")
+    p.add_argument("--sql", action="store_true", help="list the SQL of one enqueue")
     p.add_argument("--profile", metavar="FILE", help="cProfile the measured part into FILE")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="uploadpools-cpu-") as tmp:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +15,7 @@ import typer
 from uploadpools.config import Settings
 from uploadpools.kit.clock import SystemClock, clock_for
 from uploadpools.kit.crypto import generate_password
+from uploadpools.kit.memory import limit_malloc_arenas
 
 app = typer.Typer(
     help="Upload Pools: post short videos from FIFO pools on a fixed rhythm.", no_args_is_help=True
@@ -86,6 +89,17 @@ def migrate() -> None:
     typer.echo("database is up to date")
 
 
+def prepare() -> None:
+    """`serve`'s first step, in a child process: migrate, and bootstrap an empty database."""
+    from uploadpools.store.migrate import run_upgrade
+
+    settings = Settings()
+    run_upgrade(settings)
+    created = _run(_bootstrap(settings))
+    if created is not None:
+        _write_private(settings.data_dir / CREDENTIALS_FILE, json.dumps(created, indent=2) + "\n")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -95,19 +109,24 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the API and web UI (and run the engine), migrating an empty data dir first."""
-    import uvicorn
-
-    from uploadpools.app import create_app
-    from uploadpools.store.migrate import run_upgrade
-
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.secret()  # generated into the data dir on first start
-    run_upgrade(settings)
+    # Migrating (alembic) and the first user's password hash (argon2, 64 MiB) run in a
+    # child process that exits before the server starts: the server never holds their
+    # memory, and its heap does not keep the high-water mark.
+    prepared = subprocess.run(
+        [sys.executable, "-c", "from uploadpools.cli import prepare; prepare()"], check=False
+    )
+    if prepared.returncode:
+        raise typer.Exit(prepared.returncode)
+    limit_malloc_arenas()
+
+    import uvicorn
+
+    from uploadpools.app import create_app
+
     creds_path = settings.data_dir / CREDENTIALS_FILE
-    created = _run(_bootstrap(settings))
-    if created is not None:
-        _write_private(creds_path, json.dumps(created, indent=2) + "\n")
     base = f"http://{host}:{port}"
     typer.echo("")
     typer.echo(f"  Upload Pools  {base}")

@@ -217,12 +217,11 @@ class QueueService:
                 slots = (await self.pools.slots_of([pool.id])).get(pool.id, [])
             wanted = sorted(set(ranks.values()))
             by_rank: dict[int, datetime] = {}
-            if forecast.firing_slots(slots):
-                top = wanted[-1]
-                for n, (_slot, occ) in enumerate(forecast.occurrences(pool, slots, now)):
-                    if n > top:
-                        break
-                    by_rank[n] = occ.at
+            top = wanted[-1]
+            for n, _slot, occ in forecast.numbered_occurrences(pool, slots, now, wanted[0]):
+                if n > top:
+                    break
+                by_rank[n] = occ.at
             expected = {iid: by_rank[r] for iid, r in ranks.items() if r in by_rank}
         out = []
         for item in items:

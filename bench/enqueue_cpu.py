@@ -1,7 +1,7 @@
 """CPU time per JSON enqueue, in-process: a steadier guide than wall-clock rates.
 
 Drives the ASGI app through ``httpx.ASGITransport`` (no sockets, no HTTP parser) on a
-fresh SQLite (or PostgreSQL) store, one request at a time, and prints the process CPU
+fresh SQLite (or PostgreSQL) store, one request at a time (or `--concurrency C`), and prints the process CPU
 time (``time.process_time``) per request over the measured part. With ``--profile FILE``
 the measured part runs under cProfile (slower; for finding where the time goes).
 Run it against another checkout with ``PYTHONPATH=<checkout>/src`` for a baseline.
@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
+import subprocess
 import sys
 import tempfile
 import time
@@ -97,13 +99,26 @@ async def measure(args: argparse.Namespace, data_dir: Path) -> None:
                 for st in statements:
                     print("   ", st)
             prof = cProfile.Profile() if args.profile else None
+            if args.callgrind:
+                subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True)  # noqa: ASYNC221
             cpu0, wall0 = time.process_time(), time.perf_counter()
             if prof:
                 prof.enable()
-            for i in range(args.requests):
-                await one(i)
+            if args.concurrency == 1:
+                for i in range(args.requests):
+                    await one(i)
+            else:
+                todo = iter(range(args.requests))
+
+                async def lane() -> None:
+                    for i in todo:
+                        await one(i)
+
+                await asyncio.gather(*(lane() for _ in range(args.concurrency)))
             if prof:
                 prof.disable()
+            if args.callgrind:
+                subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=True)  # noqa: ASYNC221
             cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     n = args.requests
     print(f"{n} enqueues: {cpu / n * 1e6:.0f} us CPU and {wall / n * 1e6:.0f} us wall per request")
@@ -116,9 +131,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--concurrency", type=int, default=1, help="requests in flight at once")
     p.add_argument("--pool-state", choices=("paused", "active"), default="paused")
     p.add_argument("--database-url", help="default: a SQLite file in a temp dir")
     p.add_argument("--sql", action="store_true", help="list the SQL of one enqueue")
+    p.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="run under `valgrind --tool=callgrind --instr-atstart=no`: instrument only the"
+        " measured part, so the instruction count (callgrind_annotate) is per N requests",
+    )
     p.add_argument("--profile", metavar="FILE", help="cProfile the measured part into FILE")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="uploadpools-cpu-") as tmp:

@@ -78,15 +78,18 @@ def numbered_occurrences(
             day = boundary + weeks * _WEEK
             begin = schedule.fire_instant(boundary, time(0, 0), tz)
             end = schedule.fire_instant(day, time(0, 0), tz)
-            if weeks > 0 and begin is not None and end is not None:
-                if abs(end - begin - weeks * _WEEK) < timedelta(hours=12):
-                    n += weeks * per_week
-                    stream = occurrences(pool, slots, end, inclusive=True)
-                    for slot2, occ2 in stream:
-                        if n >= start:
-                            yield n, slot2, occ2
-                        n += 1
-                    return
+            if (
+                weeks > 0
+                and begin is not None
+                and end is not None
+                and abs(end - begin - weeks * _WEEK) < timedelta(hours=12)
+            ):
+                n += weeks * per_week
+                for slot2, occ2 in occurrences(pool, slots, end, inclusive=True):
+                    if n >= start:
+                        yield n, slot2, occ2
+                    n += 1
+                return
         if n >= start:
             yield n, slot, occ
         n += 1

@@ -55,8 +55,9 @@ async def create_user(
     plan: str = "free",
     quota: int = 13,
     workspace_name: str | None = None,
+    password_hash: str | None = None,
 ) -> tuple[User, Workspace]:
-    """A user and the workspace they own."""
+    """A user and the workspace they own (`password_hash`: `password`'s, if already hashed)."""
     email = normalise_email(email)
     if plan not in ("free", "paid"):
         raise ValidationFailed.one("plan", "must be 'free' or 'paid'")
@@ -66,7 +67,7 @@ async def create_user(
         raise EmailTaken(f"{email} is already registered")
     user = User(
         email=email,
-        password_hash=crypto.hash_password(password),
+        password_hash=password_hash or crypto.hash_password(password),
         plan=plan,
         monthly_quota=quota,
         created_at=now,

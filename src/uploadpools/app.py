@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request
@@ -15,6 +16,7 @@ from starlette.responses import Response
 from uploadpools.accounts.connect_endpoints import api_router as connect_api_router
 from uploadpools.accounts.connect_endpoints import router as connect_router
 from uploadpools.accounts.endpoints import router as accounts_router
+from uploadpools.auth.service import PrincipalCache
 from uploadpools.config import Settings
 from uploadpools.deps import AppState
 from uploadpools.engine.worker import Engine
@@ -99,6 +101,7 @@ def create_app(
             storage=storage,
             http=http,
             fetcher=fetcher,
+            principals=PrincipalCache(timedelta(seconds=settings.api_key_cache_seconds)),
         )
         if run_background:
             runner = Engine(maker, settings, clock, storage, http, fetcher, role="serve")

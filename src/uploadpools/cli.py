@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +14,8 @@ import typer
 
 from uploadpools.config import Settings
 from uploadpools.kit.clock import SystemClock, clock_for
-from uploadpools.kit.crypto import generate_password
+from uploadpools.kit.crypto import generate_password, hash_password
+from uploadpools.kit.memory import limit_malloc_arenas
 
 app = typer.Typer(
     help="Upload Pools: post short videos from FIFO pools on a fixed rhythm.", no_args_is_help=True
@@ -48,7 +51,9 @@ def _write_private(path: Path, content: str) -> None:
         f.write(content)
 
 
-async def _bootstrap(settings: Settings) -> dict[str, str] | None:
+async def _bootstrap(
+    settings: Settings, password: str | None = None, password_hash: str | None = None
+) -> dict[str, str] | None:
     """On an empty database: a first user, their workspace and an API key."""
     from sqlalchemy import func, select
 
@@ -59,18 +64,22 @@ async def _bootstrap(settings: Settings) -> dict[str, str] | None:
         if await session.scalar(select(func.count()).select_from(User)):
             return None
         now = SystemClock().now()
-        password = generate_password()
+        if password is None:
+            pw, pw_hash = generate_password(), None
+        else:
+            pw, pw_hash = password, password_hash
         user, ws = await create_user(
             session,
             email=FIRST_USER_EMAIL,
-            password=password,
+            password=pw,
+            password_hash=pw_hash,
             now=now,
             quota=settings.default_free_quota,
         )
         _key, full = await create_api_key(
             session, workspace_id=ws.id, user_id=user.id, name="first start", now=now
         )
-        return {"email": user.email, "password": password, "api_key": full}
+        return {"email": user.email, "password": pw, "api_key": full}
 
     result: dict[str, str] | None = await _with_session(settings, go)
     return result
@@ -86,6 +95,44 @@ def migrate() -> None:
     typer.echo("database is up to date")
 
 
+NEEDS_FIRST_USER = 3
+
+
+def prepare() -> None:
+    """`serve`'s first step, in a child process: migrate, and bootstrap an empty database.
+
+    Reads `{"password", "password_hash"}` for the first user from stdin; exits with
+    NEEDS_FIRST_USER when the database has no user and none was given.
+    """
+    from sqlalchemy import func, select
+
+    from uploadpools.models import User
+    from uploadpools.store.migrate import run_upgrade
+
+    first = json.loads(sys.stdin.read() or "{}")
+    settings = Settings()
+    run_upgrade(settings)
+    if "password_hash" not in first:
+
+        async def count(session: Any) -> int:
+            return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+
+        if not _run(_with_session(settings, count)):
+            raise SystemExit(NEEDS_FIRST_USER)
+        return
+    created = _run(_bootstrap(settings, first["password"], first["password_hash"]))
+    if created is not None:
+        _write_private(settings.data_dir / CREDENTIALS_FILE, json.dumps(created, indent=2) + "\n")
+
+
+def _prepare_in_child(first_user: dict[str, str] | None = None) -> int:
+    return subprocess.run(
+        [sys.executable, "-c", "from uploadpools.cli import prepare; prepare()"],
+        input=json.dumps(first_user or {}).encode(),
+        check=False,
+    ).returncode
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
@@ -95,19 +142,26 @@ def serve(
     ] = False,
 ) -> None:
     """Serve the API and web UI (and run the engine), migrating an empty data dir first."""
-    import uvicorn
-
-    from uploadpools.app import create_app
-    from uploadpools.store.migrate import run_upgrade
-
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.secret()  # generated into the data dir on first start
-    run_upgrade(settings)
+    # Migrating (alembic, SQLAlchemy, the models) runs in a child process that exits
+    # before the server starts, and the first user's password is hashed (argon2: 64 MiB,
+    # mapped and unmapped at once) while this process is still small and that child is
+    # not running: the peak memory of first start stays below the server's own.
+    status = _prepare_in_child()
+    if status == NEEDS_FIRST_USER:
+        password = generate_password()
+        status = _prepare_in_child({"password": password, "password_hash": hash_password(password)})
+    if status:
+        raise typer.Exit(status)
+    limit_malloc_arenas()
+
+    import uvicorn
+
+    from uploadpools.app import create_app
+
     creds_path = settings.data_dir / CREDENTIALS_FILE
-    created = _run(_bootstrap(settings))
-    if created is not None:
-        _write_private(creds_path, json.dumps(created, indent=2) + "\n")
     base = f"http://{host}:{port}"
     typer.echo("")
     typer.echo(f"  Upload Pools  {base}")

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Tests and demos only: shift this process's clock by the seconds written in the file.
     clock_offset_file: Path | None = None
+    # A verified API key is trusted for this long without asking the database again, so a
+    # key revoked or deleted elsewhere stops working within this many seconds (0: always ask).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
     # Media
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Annotated
 
 import httpx
@@ -12,7 +12,7 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from uploadpools.auth.service import Principal, authenticate
+from uploadpools.auth.service import Principal, PrincipalCache, authenticate
 from uploadpools.config import Settings
 from uploadpools.engine.worker import Engine
 from uploadpools.exceptions import Unauthorized
@@ -33,6 +33,7 @@ class AppState:
     http: httpx.AsyncClient
     fetcher: MediaFetcher
     engine_runner: Engine | None = None
+    principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(timedelta(0)))
 
     def wake(self) -> None:
         """Something the engine cares about changed in this process."""
@@ -88,8 +89,14 @@ async def get_principal(
 ) -> Principal:
     if credentials is None or not credentials.credentials.strip():
         raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-    async with session_scope(state.maker) as session:
-        return await authenticate(session, credentials.credentials.strip(), state.clock.now())
+    token = credentials.credentials.strip()
+    now = state.clock.now()
+    principal = state.principals.get(token, now)
+    if principal is None:
+        async with session_scope(state.maker) as session:
+            principal = await authenticate(session, token, now)
+        state.principals.put(token, principal, now)
+    return principal
 
 
 CurrentWorkspace = Annotated[Principal, Depends(get_principal)]
@@ -98,6 +105,7 @@ CurrentWorkspace = Annotated[Principal, Depends(get_principal)]
 async def get_idempotency(
     request: Request,
     state: StateDep,
+    session: SessionDep,
     principal: CurrentWorkspace,
     idempotency_key: Annotated[
         str | None,
@@ -118,6 +126,9 @@ async def get_idempotency(
     try:
         yield guard
     except BaseException:
+        # End the failed work first: on SQLite its transaction holds the write lock that
+        # the release needs (the request's session is this one, shared by the endpoint).
+        await session.rollback()
         await guard.release()
         raise
     await guard.release()  # no-op once completed

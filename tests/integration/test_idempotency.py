@@ -100,6 +100,20 @@ class TestEnqueue:
         )
         assert fixed.status_code == 201
 
+    async def test_failure_inside_the_work_releases_the_key_at_once(
+        self, allow_loopback, client, tenant, app
+    ):
+        # The work's transaction has begun (the pool was looked up) when it fails: it is
+        # rolled back before the claim is released, so the release need not wait for it.
+        pool = await setup(client, tenant, allow_loopback)
+        body = {"video_url": "http://127.0.0.1:9/a.mp4"}
+        r = await asyncio.wait_for(post_video(client, tenant, "nope", body, "k"), 10)
+        assert r.status_code == 404, r.text
+        async with app.state.uploadpools.maker() as s:
+            assert (await s.scalars(select(IdempotencyRecord))).all() == []
+        ok = await asyncio.wait_for(post_video(client, tenant, pool["id"], body, "k"), 10)
+        assert ok.status_code == 201, ok.text
+
     async def test_running_request_is_409(self, allow_loopback, client, tenant, app, clock):
         pool = await setup(client, tenant, allow_loopback)
         body = {"video_url": "http://127.0.0.1:9/a.mp4"}

@@ -351,6 +351,8 @@ class TestAuthentication:
                 .where(ApiKey.workspace_id == tenant.workspace_id)
                 .values(revoked_at=clock.now())
             )
+        # A verified key is trusted for `api_key_cache_seconds` (see test_auth_cache.py).
+        clock.advance(seconds=app.state.uploadpools.settings.api_key_cache_seconds)
         self.assert_401(await client.get(f"{API}/pools", headers=tenant.headers))
 
     async def test_scheme_is_case_insensitive(self, client, tenant):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -54,8 +55,9 @@ async def create_user(
     plan: str = "free",
     quota: int = 13,
     workspace_name: str | None = None,
+    password_hash: str | None = None,
 ) -> tuple[User, Workspace]:
-    """A user and the workspace they own."""
+    """A user and the workspace they own (`password_hash`: `password`'s, if already hashed)."""
     email = normalise_email(email)
     if plan not in ("free", "paid"):
         raise ValidationFailed.one("plan", "must be 'free' or 'paid'")
@@ -65,7 +67,7 @@ async def create_user(
         raise EmailTaken(f"{email} is already registered")
     user = User(
         email=email,
-        password_hash=crypto.hash_password(password),
+        password_hash=password_hash or crypto.hash_password(password),
         plan=plan,
         monthly_quota=quota,
         created_at=now,
@@ -157,3 +159,41 @@ async def revoke_api_key(
     if key.revoked_at is None:
         key.revoked_at = now
     return key
+
+
+class PrincipalCache:
+    """Verified API keys for a few seconds, so most requests skip the key look-up.
+
+    Keyed by a SHA-256 of the key (the key itself is not kept). Only successes are
+    cached; a key revoked or deleted in the database stops working once its entry is
+    `ttl` old, or at once in this process after `forget_all()`.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl: timedelta) -> None:
+        self.ttl = ttl
+        self._entries: dict[bytes, tuple[Principal, datetime]] = {}
+
+    @staticmethod
+    def _key(token: str) -> bytes:
+        return hashlib.sha256(token.encode()).digest()
+
+    def get(self, token: str, now: datetime) -> Principal | None:
+        hit = self._entries.get(self._key(token))
+        if hit is None:
+            return None
+        principal, checked_at = hit
+        if not checked_at <= now < checked_at + self.ttl:
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal, now: datetime) -> None:
+        if not self.ttl:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[self._key(token)] = (principal, now)
+
+    def forget_all(self) -> None:
+        self._entries.clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from itertools import islice
 
 from uploadpools import schedule
@@ -25,19 +25,74 @@ def firing_slots(slots: Sequence[SlotView]) -> list[SlotView]:
 
 
 def occurrences(
-    pool: Pool, slots: Sequence[SlotView], after: datetime
+    pool: Pool, slots: Sequence[SlotView], after: datetime, *, inclusive: bool = False
 ) -> Iterator[tuple[SlotView, schedule.Occurrence]]:
     tz = schedule.load_zone(pool.timezone)
     streams = [
         (
             s,
             schedule.occurrences(
-                schedule.parse_time(s.slot.time), days_from_mask(s.slot.days_mask), tz, after
+                schedule.parse_time(s.slot.time),
+                days_from_mask(s.slot.days_mask),
+                tz,
+                after,
+                inclusive=inclusive,
             ),
         )
         for s in firing_slots(slots)
     ]
     return schedule.merge_occurrences(streams)
+
+
+_WEEK = timedelta(days=7)
+# Slot times this far from midnight keep their local date through any DST gap (gaps
+# are at most 2 h; a zone that skips or repeats a whole date is caught separately).
+_SAFE_FROM, _SAFE_UNTIL = time(3, 0), time(21, 0)
+
+
+def numbered_occurrences(
+    pool: Pool, slots: Sequence[SlotView], after: datetime, start: int = 0
+) -> Iterator[tuple[int, SlotView, schedule.Occurrence]]:
+    """`occurrences` numbered from 0, beginning at number `start`.
+
+    Reaching number `start` takes a few days' steps instead of `start` steps: from the
+    second local date after `after` on, every local week holds exactly one firing per
+    (slot, weekday), so whole weeks are skipped by counting. Skipping is only done when
+    that holds for sure (slot times between 03:00 and 21:00, and the skipped weeks are
+    7 x 24 h long, give or take DST); otherwise the occurrences are stepped through.
+    """
+    firing = firing_slots(slots)
+    if not firing:
+        return
+    tz = schedule.load_zone(pool.timezone)
+    per_week = sum(len(days_from_mask(s.slot.days_mask)) for s in firing)
+    can_skip = all(_SAFE_FROM <= schedule.parse_time(s.slot.time) <= _SAFE_UNTIL for s in firing)
+    boundary = after.astimezone(tz).date() + timedelta(days=2)
+    stream = occurrences(pool, slots, after)
+    n = 0
+    for slot, occ in stream:
+        if can_skip and occ.local_date >= boundary:
+            can_skip = False  # at most one skip
+            # Dates before `boundary` held the `n` occurrences counted so far.
+            weeks = (start - n) // per_week
+            day = boundary + weeks * _WEEK
+            begin = schedule.fire_instant(boundary, time(0, 0), tz)
+            end = schedule.fire_instant(day, time(0, 0), tz)
+            if (
+                weeks > 0
+                and begin is not None
+                and end is not None
+                and abs(end - begin - weeks * _WEEK) < timedelta(hours=12)
+            ):
+                n += weeks * per_week
+                for slot2, occ2 in occurrences(pool, slots, end, inclusive=True):
+                    if n >= start:
+                        yield n, slot2, occ2
+                    n += 1
+                return
+        if n >= start:
+            yield n, slot, occ
+        n += 1
 
 
 def coming(
@@ -55,9 +110,8 @@ def expected_at(
     """When the item at queue rank `rank` (0 = head) is forecast to go out."""
     if pool.state != "active":
         return None
-    for i, (_slot, occ) in enumerate(occurrences(pool, slots, after)):
-        if i == rank:
-            return occ.at
+    for _n, _slot, occ in numbered_occurrences(pool, slots, after, rank):
+        return occ.at
     return None
 
 

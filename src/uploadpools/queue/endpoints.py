@@ -168,7 +168,7 @@ async def enqueue(
             session.add(media)
             await session.flush()
             item = await queue.enqueue(pool, media, fields, now, user_id=ws.user_id)
-            body = (await queue.read(pool, [item], now))[0]
+            body = (await queue.read(pool, [item], now, media={media.id: media}, fresh=True))[0]
             response = await commit_response(session, idem, 201, body)
             stored = None  # now owned by the committed media row
             return response
@@ -223,7 +223,7 @@ async def _enqueue_url(
     await session.flush()
     fields = ItemFields(title=data.title, caption=data.caption, options=data.options)
     item = await queue.enqueue(pool, media, fields, now, user_id=ws.user_id)
-    body = (await queue.read(pool, [item], now))[0]
+    body = (await queue.read(pool, [item], now, media={media.id: media}, fresh=True))[0]
     await notify_change(session)
     response = await commit_response(session, idem, 201, body)
     state.wake()

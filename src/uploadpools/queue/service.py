@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from uploadpools.config import Settings
 from uploadpools.exceptions import Conflict, NotFound
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
-from uploadpools.models import Media, Pool, QueueItem
+from uploadpools.models import Delivery, Media, Pool, QueueItem
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, SlotView
 from uploadpools.queue.repository import STEP, QueueRepository
@@ -186,10 +186,21 @@ class QueueService:
         *,
         contiguous: bool = False,
         slots: list[SlotView] | None = None,
+        media: Mapping[str, Media] | None = None,
+        fresh: bool = False,
     ) -> list[ItemRead]:
-        """API views of items; `contiguous` when `items` is a run of the queue in order."""
-        media = await self.repo.media_of([i.media_id for i in items])
-        deliveries = await self.repo.deliveries_of([i.id for i in items])
+        """API views of items; `contiguous` when `items` is a run of the queue in order.
+
+        `media`: the items' media rows when the caller has them in hand (by id); `fresh`:
+        the items were created in this transaction, so they have no deliveries yet.
+        """
+        if media is None or any(i.media_id not in media for i in items):
+            media = await self.repo.media_of([i.media_id for i in items])
+        deliveries: dict[str, list[Delivery]] = (
+            {i.id: [] for i in items}
+            if fresh
+            else await self.repo.deliveries_of([i.id for i in items])
+        )
         queued = sorted((i for i in items if i.status == "queued"), key=lambda i: (i.seq, i.id))
         ranks: dict[str, int] = {}
         if queued and contiguous:
@@ -206,12 +217,11 @@ class QueueService:
                 slots = (await self.pools.slots_of([pool.id])).get(pool.id, [])
             wanted = sorted(set(ranks.values()))
             by_rank: dict[int, datetime] = {}
-            if forecast.firing_slots(slots):
-                top = wanted[-1]
-                for n, (_slot, occ) in enumerate(forecast.occurrences(pool, slots, now)):
-                    if n > top:
-                        break
-                    by_rank[n] = occ.at
+            top = wanted[-1]
+            for n, _slot, occ in forecast.numbered_occurrences(pool, slots, now, wanted[0]):
+                if n > top:
+                    break
+                by_rank[n] = occ.at
             expected = {iid: by_rank[r] for iid, r in ranks.items() if r in by_rank}
         out = []
         for item in items:

@@ -27,6 +27,16 @@ def create_engine(settings: Settings, *, url: str | None = None, **kwargs: Any) 
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if kwargs.get("poolclass") is None:
+            # SQLite has one writer at a time and every transaction here is a writer
+            # (BEGIN IMMEDIATE), so one connection is all a process can use at once.
+            # Transactions wait for it in FIFO order in the event loop, instead of
+            # polling SQLite's busy handler (which sleeps with back-off and lets
+            # newcomers overtake: a p99 of seconds) on connections opened and closed
+            # beyond the pool's size. Other processes still wait in the busy handler.
+            kwargs.setdefault("pool_size", 1)
+            kwargs.setdefault("max_overflow", 0)
+            kwargs.setdefault("pool_timeout", 30)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")

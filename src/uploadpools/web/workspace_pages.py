@@ -269,6 +269,8 @@ async def revoke_key(
         session, workspace_id=me.workspace.id, key_id=key_id, now=state.clock.now()
     )
     await session.commit()
+    # This process stops trusting it at once; others within api_key_cache_seconds.
+    state.principals.forget_all()
     return done(request, "/api-keys")
 
 

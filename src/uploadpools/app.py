@@ -25,6 +25,7 @@ from uploadpools.media.service import MediaFetcher, storage_for
 from uploadpools.pools.endpoints import router as pools_router
 from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
+from uploadpools.webhooks.endpoints import router as webhooks_router
 from uploadpools.workspace.endpoints import router as workspace_router
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def create_app(
     )
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for r in (accounts_router, pools_router, queue_router, workspace_router):
+    for r in (accounts_router, pools_router, queue_router, workspace_router, webhooks_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(media_router, include_in_schema=False)

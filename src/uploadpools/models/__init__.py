@@ -13,7 +13,7 @@ from uploadpools.models.pool import Pool, Slot, SlotAccount
 from uploadpools.models.pool_log import PoolStateChange
 from uploadpools.models.usage import QuotaEntry
 from uploadpools.models.user import User
-from uploadpools.models.webhook import WebhookEndpoint
+from uploadpools.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from uploadpools.models.workspace import Membership, Workspace
 
 __all__ = [
@@ -33,6 +33,8 @@ __all__ = [
     "Slot",
     "SlotAccount",
     "User",
+    "WebhookDelivery",
     "WebhookEndpoint",
+    "WebhookEvent",
     "Workspace",
 ]

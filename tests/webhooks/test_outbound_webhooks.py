@@ -417,3 +417,70 @@ class TestRotation:
             row = await s.get(WebhookEndpoint, hook["id"])
         assert hook["secret"].encode() not in row.secret
         assert hook["secret"].split("_", 1)[1].encode() not in row.secret
+
+
+class TestMoreEvents:
+    async def test_an_empty_pool_and_a_quota_running_low_then_out(
+        self, client, make_tenant, allow_loopback, receiver, sender, engine, clock, sample_mp4
+    ):
+        tenant = await make_tenant(quota=3)
+        hook = await subscribe(
+            client, tenant, receiver.url, ["pool.empty", "quota.low", "quota.exceeded"]
+        )
+        accounts = [await make_account(client, tenant, f"f{i}") for i in range(4)]
+        pool = await make_pool(
+            client,
+            tenant,
+            accounts[0],
+            timezone="UTC",
+            state="active",
+            slots=[{"time": "09:00", "account_ids": accounts}],
+        )
+        await upload_n(client, tenant, pool["id"], sample_mp4, 1)
+        clock.set(NINE)
+        await engine.run()  # 3 of 4 posted: the 2nd unit leaves 1 (low), the 4th is over
+        clock.set(NINE + timedelta(days=1))
+        await engine.run()  # nothing queued any more
+        await sender.run_until_idle()
+        bodies = {
+            b["type"]: b["data"] for b in (verify(hook["secret"], r) for r in receiver.requests)
+        }
+        assert set(bodies) == {"quota.low", "quota.exceeded", "pool.empty"}
+        assert bodies["quota.low"]["quota"] == {"limit": 3, "remaining": 1}
+        assert [d["reason"] for d in bodies["quota.exceeded"]["deliveries"]] == ["quota_exceeded"]
+        assert bodies["pool.empty"]["pool"]["id"] == pool["id"]
+        assert "no videos queued" in bodies["pool.empty"]["message"]
+
+    async def test_the_engine_loop_sends_when_woken_by_a_commit(
+        self, client, tenant, allow_loopback, receiver, app, clock, settings, sample_mp4
+    ):
+        import asyncio
+
+        from uploadpools.engine.worker import Engine
+
+        settings.engine_roles = ["webhooks"]
+        settings.engine_idle_seconds = 600  # only the wake-up can make it prompt
+        st = app.state.uploadpools
+        eng = Engine(st.maker, settings, clock, st.storage, st.http, st.fetcher, role="worker")
+        rounds = []
+        send_once = eng.sender.send_once
+
+        async def counted() -> int:
+            rounds.append(1)
+            return await send_once()
+
+        eng.sender.send_once = counted  # type: ignore[method-assign]
+        await eng.start()
+        try:
+            async with asyncio.timeout(10):  # the loop has looked once and found nothing
+                while not rounds:
+                    await asyncio.sleep(0.01)
+            hook = await subscribe(client, tenant, receiver.url)
+            pool, _ = await active_pool(client, tenant)
+            await upload_n(client, tenant, pool["id"], sample_mp4, 1)
+            async with asyncio.timeout(10):
+                while not receiver.requests:
+                    await asyncio.sleep(0.02)
+        finally:
+            await eng.stop()
+        assert verify(hook["secret"], receiver.requests[0])["type"] == "item.queued"

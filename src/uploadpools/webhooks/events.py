@@ -48,6 +48,7 @@ NOTICE_EVENTS = frozenset(
 )
 
 _CACHE = "uploadpools.webhook_subscribers"
+_WAKE = "uploadpools.webhook_wake"
 # In-process senders to wake after a commit that wrote events (other processes hear NOTIFY).
 _wakers: set[Callable[[], None]] = set()
 
@@ -131,8 +132,9 @@ async def emit(
             for eid in targets
         ],
     )
-    if not session.info.get("uploadpools.webhook_wake"):
-        session.info["uploadpools.webhook_wake"] = True
+    tx = session.sync_session.get_transaction()
+    if session.info.get(_WAKE) is not tx:  # once per transaction
+        session.info[_WAKE] = tx
         sa_event.listen(session.sync_session, "after_commit", _wake_all, once=True)
         await notify_change(session)
     return event_id

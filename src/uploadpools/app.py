@@ -31,6 +31,7 @@ from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
 from uploadpools.web import install_web
 from uploadpools.web.render import error_page, is_web_path
+from uploadpools.webhooks.endpoints import router as webhooks_router
 from uploadpools.workspace.endpoints import router as workspace_router
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,14 @@ def create_app(
     )
     install_error_handlers(app)
     api = APIRouter(prefix="/api/v1")
-    for r in (connect_api_router, accounts_router, pools_router, queue_router, workspace_router):
+    for r in (
+        connect_api_router,
+        accounts_router,
+        pools_router,
+        queue_router,
+        workspace_router,
+        webhooks_router,
+    ):
         api.include_router(r)
     app.include_router(api)
     app.include_router(connect_router, include_in_schema=False)

@@ -58,9 +58,9 @@ class Settings(BaseSettings):
 
     # Engine
     # Which loops this process runs: a node can be a dedicated ticker or dispatcher.
-    engine_roles: Annotated[list[Literal["ticker", "dispatcher", "fetcher"]], NoDecode] = Field(
-        default_factory=lambda: ["ticker", "dispatcher", "fetcher"]
-    )
+    engine_roles: Annotated[
+        list[Literal["ticker", "dispatcher", "fetcher", "webhooks", "mailer"]], NoDecode
+    ] = Field(default_factory=lambda: ["ticker", "dispatcher", "fetcher", "webhooks", "mailer"])
     engine_batch_size: int = Field(default=200, ge=1, le=5000)
     dispatch_concurrency: int = Field(default=8, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, ge=5)
@@ -140,6 +140,21 @@ class Settings(BaseSettings):
     youtube_upload_base: str = "https://www.googleapis.com/upload/youtube/v3"
     # Bytes per PUT of the resumable upload: a multiple of 256 KiB.
     youtube_chunk_bytes: int = Field(default=16 * 1024 * 1024, ge=256 * 1024)
+    # Outbound webhooks (event subscriptions)
+    webhook_timeout_s: float = Field(default=15.0, gt=0)
+    # After a rotation the old secret keeps signing (next to the new one) this long.
+    webhook_secret_grace_hours: float = Field(default=24.0, ge=0)
+
+    # Email (optional): warnings and errors to the workspace's owner and admins, batched.
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "Upload Pools <uploadpools@localhost>"
+    smtp_starttls: bool = True
+    smtp_timeout_s: float = Field(default=30.0, gt=0)
+    # Notices arriving within this window after the first one go out in one email.
+    email_batch_minutes: float = Field(default=5.0, ge=0)
 
     # Pools
     default_grace_minutes: int = Field(default=15, ge=0, le=24 * 60)

@@ -27,6 +27,7 @@ pytestmark = pytest.mark.asyncio
 
 API = "/api/v1"
 PUBLIC_VIDEO_URL = "https://93.184.216.34/v.mp4"  # never fetched: no background tasks run
+PUBLIC_HOOK_URL = "https://93.184.216.34/hook"  # never called: no background tasks run
 MULTIPART = object()  # body marker: a multipart upload of the sample video
 
 # (method, path template, body). Placeholders: A's objects ({a_account}, {a_pool}, {a_slot},
@@ -70,6 +71,12 @@ CROSS_TENANT: list[tuple[str, str, Any]] = [
     ("DELETE", "/pools/{a_pool}/videos/{a_item}", None),
     ("DELETE", "/pools/{b_pool}/videos/{a_item}", None),
     ("POST", "/notifications/{a_note}/read", None),
+    ("DELETE", "/webhooks/{a_webhook}", None),
+    ("POST", "/webhooks/{a_webhook}/rotate-secret", None),
+    ("POST", "/webhooks/{a_webhook}/test", None),
+    ("GET", "/webhooks/{a_webhook}/deliveries", None),
+    ("POST", "/webhooks/{a_webhook}/deliveries/{a_webhook_delivery}/resend", None),
+    ("POST", "/webhooks/{b_webhook}/deliveries/{a_webhook_delivery}/resend", None),
 ]
 
 # Rows that B may call on B's own pool: they answer normally but must not touch A.
@@ -161,7 +168,20 @@ async def build_world(client, app, make_tenant, clock) -> World:  # type: ignore
             pool_id=a_pool["id"],
             item_id=a_skipped,
         )
+    hooks = {}
+    for name, tenant in (("a_webhook", a), ("b_webhook", b)):
+        r = await client.post(
+            f"{API}/webhooks",
+            json={"url": PUBLIC_HOOK_URL, "events": ["item.queued"]},
+            headers=tenant.headers,
+        )
+        assert r.status_code == 201, r.text
+        hooks[name] = r.json()["id"]
+    r = await client.post(f"{API}/webhooks/{hooks['a_webhook']}/test", headers=a.headers)
+    assert r.status_code == 202, r.text
     ids = {
+        **hooks,
+        "a_webhook_delivery": r.json()["id"],
         "a_account": a_account,
         "a_pool": a_pool["id"],
         "a_slot": a_pool["slots"][0]["id"],
@@ -184,6 +204,8 @@ async def snapshot(client, world: World) -> dict[str, Any]:  # type: ignore[no-u
         "/pools/{a_pool}/videos",  # every item, whatever its status
         "/pools/{a_pool}/videos?status=queued",  # queue order and positions
         "/notifications",
+        "/webhooks",
+        "/webhooks/{a_webhook}/deliveries",
     ]
     out = {}
     for template in reads:

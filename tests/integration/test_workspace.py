@@ -322,6 +322,9 @@ CONTRACT = {
     ("get", "/usage"),
     ("get", "/notifications"),
     ("post", "/notifications/{}/read"),
+    ("get", "/webhooks"),
+    ("post", "/webhooks"),
+    ("delete", "/webhooks/{}"),
 }
 
 

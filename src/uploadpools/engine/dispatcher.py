@@ -47,6 +47,7 @@ from uploadpools.media.storage import Storage
 from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Workspace
 from uploadpools.notifications.service import notify
 from uploadpools.store.engine import session_scope
+from uploadpools.webhooks import events
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +420,7 @@ class Dispatcher:
                 d.remote_url = o.result.remote_url
             d.finished_at = now
             await quota.consume(session, d.id)
+            await self._emit_final(session, d, now)
             return
         await quota.release(session, d.id)
         if o.status == "retry":
@@ -430,6 +432,7 @@ class Dispatcher:
         d.reason = o.reason
         d.detail = o.detail
         d.finished_at = now
+        await self._emit_final(session, d, now)
         if o.auth_expired and d.account_id:
             account = await session.get(Account, d.account_id)
             if account is not None and account.status == "connected":
@@ -446,4 +449,22 @@ class Dispatcher:
                     ),
                     now=now,
                     pool_id=item.pool_id if item else None,
+                    extra={"account": events.account_data(account)},
                 )
+
+    async def _emit_final(self, session: AsyncSession, d: Delivery, now: datetime) -> None:
+        item = await session.get(QueueItem, d.item_id)
+        pool = await session.get(Pool, item.pool_id) if item is not None else None
+        if item is None or pool is None:
+            return
+        await events.emit(
+            session,
+            pool.workspace_id,
+            f"delivery.{d.status}",
+            {
+                "pool": events.pool_data(pool),
+                "item": events.item_data(item),
+                "delivery": events.delivery_data(d),
+            },
+            now,
+        )

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
 from uploadpools.kit.ids import new_id
-from uploadpools.models import Account, Delivery, Firing, Media, Notification, Pool, QueueItem, Slot
-from uploadpools.notifications.service import notify
+from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Slot
+from uploadpools.notifications.service import insert_notices, notify
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository
+from uploadpools.webhooks import events
 
 FINAL = ("posted", "skipped")
 
@@ -160,7 +161,7 @@ async def fire(
         note = empty_notice(pool, now)
         await session.flush()
         if note is not None:
-            await session.execute(insert(Notification.__table__), [note])
+            await insert_notices(session, [note])
         return firing
     item.status = "dispatching"
     item.dispatched_at = now
@@ -262,6 +263,7 @@ async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
         item.skip_detail = "; ".join(f"{d.platform}: {d.detail or d.reason}" for d in skipped) or (
             "the slot has no accounts to post to"
         )
+    await _emit_settled(session, pool, item, firing, deliveries, now)
     if skipped:
         names = {
             a.id: a.name
@@ -304,3 +306,48 @@ async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
             item_id=item.id,
         )
     return True
+
+
+async def _emit_settled(
+    session: AsyncSession,
+    pool: Pool,
+    item: QueueItem,
+    firing: Firing,
+    deliveries: list[Delivery],
+    now: datetime,
+) -> None:
+    """The item's outcome event, `delivery.skipped` for deliveries skipped before any attempt
+    (the dispatcher emits the others as they finish) and `quota.exceeded`."""
+    ws = pool.workspace_id
+    base: dict[str, Any] = {
+        "pool": events.pool_data(pool),
+        "item": events.item_data(item),
+        "firing": {
+            "id": firing.id,
+            "slot_id": firing.slot_id,
+            "scheduled_for": events.iso(firing.scheduled_for),
+            "outcome": firing.outcome,
+        },
+    }
+    for d in deliveries:
+        if d.status == "skipped" and d.attempts == 0:
+            await events.emit(
+                session, ws, "delivery.skipped", {**base, "delivery": events.delivery_data(d)}, now
+            )
+    posted = any(d.status == "posted" for d in deliveries)
+    await events.emit(
+        session,
+        ws,
+        "item.dispatched" if posted else "item.skipped",
+        {**base, "deliveries": [events.delivery_data(d) for d in deliveries]},
+        now,
+    )
+    over = [d for d in deliveries if d.reason == "quota_exceeded"]
+    if over:
+        await events.emit(
+            session,
+            ws,
+            "quota.exceeded",
+            {**base, "deliveries": [events.delivery_data(d) for d in over]},
+            now,
+        )

@@ -9,7 +9,13 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.models import QuotaEntry, User
+from uploadpools.notifications.service import notify
 from uploadpools.workspace.service import month_bounds
+
+
+def low_threshold(limit: int) -> int:
+    """`quota.low` is said once, when the last fifth (at least one) of the quota begins."""
+    return max(1, limit // 5)
 
 
 async def reserve(
@@ -40,6 +46,20 @@ async def reserve(
         )
         if (used or 0) >= owner.monthly_quota:
             return False
+        left = owner.monthly_quota - (used or 0) - 1
+        if left == low_threshold(owner.monthly_quota):
+            await notify(
+                session,
+                workspace_id=workspace_id,
+                level="warning",
+                kind="quota.low",
+                message=(
+                    f"Only {left} upload(s) left of this month's quota of "
+                    f"{owner.monthly_quota}; posts past it will be skipped."
+                ),
+                now=now,
+                extra={"quota": {"limit": owner.monthly_quota, "remaining": left}},
+            )
     session.add(
         QuotaEntry(
             owner_id=owner_id,

@@ -35,12 +35,12 @@ from uploadpools.models import (
     Delivery,
     Firing,
     Media,
-    Notification,
     Pool,
     QueueItem,
     Slot,
     SlotAccount,
 )
+from uploadpools.notifications.service import insert_notices
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import SlotView
 from uploadpools.store.engine import session_scope
@@ -292,7 +292,7 @@ class Ticker:
         if delivery_rows_all:
             await session.execute(insert(Delivery.__table__), delivery_rows_all)
         if notes:
-            await session.execute(insert(Notification.__table__), notes)
+            await insert_notices(session, notes)
         for fid in settle_now:
             firing = await session.get(Firing, fid)
             assert firing is not None
@@ -411,4 +411,4 @@ class Ticker:
                 )
         if notes:
             await session.flush()
-            await session.execute(insert(Notification.__table__), notes)
+            await insert_notices(session, notes)

@@ -25,7 +25,10 @@ from uploadpools.kit.clock import Clock
 from uploadpools.media.service import MediaFetcher
 from uploadpools.media.storage import Storage
 from uploadpools.models import EngineNode
+from uploadpools.notifications.email import RETRY_AFTER, Mailer
 from uploadpools.store.engine import session_scope
+from uploadpools.webhooks import events
+from uploadpools.webhooks.sender import Sender
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
@@ -51,8 +54,13 @@ class Engine:
         self.ticker = Ticker(maker, settings, clock)
         self.dispatcher = Dispatcher(maker, settings, clock, storage, http, node=self.node)
         self.fetcher = fetcher
+        self.sender = Sender(
+            maker, settings, clock, http, concurrency=settings.dispatch_concurrency
+        )
         self.tick_wakeup = Wakeup()
         self.dispatch_wakeup = Wakeup()
+        self.webhook_wakeup = Wakeup()
+        self.mailer = Mailer(maker, settings, clock)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[int]] = set()
@@ -61,6 +69,7 @@ class Engine:
         """A schedule or queue changed in this process."""
         self.tick_wakeup.set()
         self.dispatch_wakeup.set()
+        self.webhook_wakeup.set()
 
     def _delay_until(self, when: datetime | None) -> float:
         idle = self.settings.engine_idle_seconds
@@ -99,6 +108,30 @@ class Engine:
             if delay > 0:
                 await self.dispatch_wakeup.wait(delay)
 
+    async def _webhook_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if await self.sender.send_once():
+                    continue
+                delay = self._delay_until(await self.sender.next_due())
+            except Exception:
+                log.exception("webhook sender iteration failed")
+                delay = 1.0
+            if delay > 0:
+                await self.webhook_wakeup.wait(delay)
+
+    async def _mail_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.mailer.run_once()
+                # At least a second: a batch another process holds is not ours to spin on.
+                delay = max(1.0, self._delay_until(await self.mailer.next_due()))
+            except Exception:
+                log.exception("mailer iteration failed")
+                delay = RETRY_AFTER.total_seconds()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
     async def _heartbeat_loop(self) -> None:
         started = self.clock.now()
         while not self._stopping.is_set():
@@ -130,7 +163,10 @@ class Engine:
     async def start(self) -> None:
         # One LISTEN connection wakes every loop.
         await self.tick_wakeup.listen(
-            self.settings.resolved_database_url, self.dispatch_wakeup.set, self.fetcher.wake
+            self.settings.resolved_database_url,
+            self.dispatch_wakeup.set,
+            self.fetcher.wake,
+            self.webhook_wakeup.set,
         )
         roles = set(self.settings.engine_roles)
         self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="engine-heartbeat")]
@@ -140,11 +176,18 @@ class Engine:
             self._tasks.append(asyncio.create_task(self._dispatch_loop(), name="engine-dispatcher"))
         if "fetcher" in roles:
             self._tasks.append(asyncio.create_task(self.fetcher.run(), name="media-fetcher"))
+        if "webhooks" in roles:
+            events.add_waker(self.webhook_wakeup.set)
+            self._tasks.append(asyncio.create_task(self._webhook_loop(), name="webhook-sender"))
+        if "mailer" in roles and self.mailer.enabled:
+            self._tasks.append(asyncio.create_task(self._mail_loop(), name="mailer"))
 
     async def stop(self, grace_seconds: float = 20.0) -> None:
         """Stop claiming; let in-flight posts finish for a while; then cancel (their leases
         expire and another worker reconciles them)."""
         self._stopping.set()
+        events.remove_waker(self.webhook_wakeup.set)
+        self.webhook_wakeup.set()
         self.tick_wakeup.set()
         self.dispatch_wakeup.set()
         if self._inflight:

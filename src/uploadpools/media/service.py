@@ -18,9 +18,10 @@ from uploadpools.media import preflight
 from uploadpools.media.fetch import FetchFailed, fetch_to_storage
 from uploadpools.media.probe import NotAVideo, ProbeResult, probe
 from uploadpools.media.storage import LocalStorage, Storage, StoredObject
-from uploadpools.models import Media, QueueItem
+from uploadpools.models import Media, Pool, QueueItem
 from uploadpools.notifications.service import notify
 from uploadpools.store.engine import session_scope
+from uploadpools.webhooks import events
 
 log = logging.getLogger(__name__)
 
@@ -250,3 +251,12 @@ async def _skip(
         pool_id=item.pool_id,
         item_id=item.id,
     )
+    pool = await session.get(Pool, item.pool_id)
+    if pool is not None:
+        await events.emit(
+            session,
+            item.workspace_id,
+            "item.skipped",
+            {"pool": events.pool_data(pool), "item": events.item_data(item)},
+            now,
+        )

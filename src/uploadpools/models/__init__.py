@@ -14,7 +14,7 @@ from uploadpools.models.pool_log import PoolStateChange
 from uploadpools.models.usage import QuotaEntry
 from uploadpools.models.user import User
 from uploadpools.models.web_session import WebSession
-from uploadpools.models.webhook import WebhookEndpoint
+from uploadpools.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from uploadpools.models.workspace import Membership, Workspace
 
 __all__ = [
@@ -35,6 +35,8 @@ __all__ = [
     "SlotAccount",
     "User",
     "WebSession",
+    "WebhookDelivery",
     "WebhookEndpoint",
+    "WebhookEvent",
     "Workspace",
 ]

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.exceptions import NotFound
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
 from uploadpools.models import Notification
+from uploadpools.webhooks.events import emit_notice
 
 LEVELS = ("info", "warning", "error")
 
@@ -22,7 +24,10 @@ async def notify(
     now: datetime,
     pool_id: str | None = None,
     item_id: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Notification:
+    """Tell the workspace; a notice whose kind is a webhook event is emitted as one too
+    (`extra` is added to that event's data)."""
     if level not in LEVELS:
         raise ValueError(f"unknown notification level {level!r}")
     note = Notification(
@@ -36,7 +41,36 @@ async def notify(
     )
     session.add(note)
     await session.flush()
+    await emit_notice(
+        session,
+        workspace_id=workspace_id,
+        kind=kind,
+        level=level,
+        message=message,
+        now=now,
+        pool_id=pool_id,
+        item_id=item_id,
+        extra=extra,
+    )
     return note
+
+
+async def insert_notices(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Bulk `notify` for the engine's set-based paths (rows as built by `notification_row`)."""
+    if not rows:
+        return
+    await session.execute(insert(Notification.__table__), rows)
+    for r in rows:
+        await emit_notice(
+            session,
+            workspace_id=r["workspace_id"],
+            kind=r["kind"],
+            level=r["level"],
+            message=r["message"],
+            now=r["created_at"],
+            pool_id=r["pool_id"],
+            item_id=r["item_id"],
+        )
 
 
 async def list_notifications(

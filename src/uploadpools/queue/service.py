@@ -19,6 +19,7 @@ from uploadpools.queue.schemas import (
     ItemUpdate,
     MediaRead,
 )
+from uploadpools.webhooks import events
 
 
 class ItemNotFound(NotFound):
@@ -62,7 +63,17 @@ class QueueService:
         pool.empty_since = None
         pool.low_since = None
         await self.session.flush()
+        await self._emit_queued(pool, item, now)
         return item
+
+    async def _emit_queued(self, pool: Pool, item: QueueItem, now: datetime) -> None:
+        await events.emit(
+            self.session,
+            pool.workspace_id,
+            "item.queued",
+            {"pool": events.pool_data(pool), "item": events.item_data(item)},
+            now,
+        )
 
     async def get(self, pool: Pool, item_id: str) -> QueueItem:
         item = await self.repo.get(pool.id, item_id)
@@ -130,6 +141,7 @@ class QueueService:
             media.error = None
             media.lease_until = None
         await self.session.flush()
+        await self._emit_queued(pool, item, now)
 
     async def update(self, pool: Pool, item: QueueItem, data: ItemUpdate, now: datetime) -> None:
         editable = ("queued", "skipped")

@@ -1,47 +1,27 @@
-"""Outbound webhook subscriptions, as the web page needs them.
-
-Deliberately minimal (rows of `WebhookEndpoint`, nothing sent): the webhooks service is
-being built separately, and these three functions are the one place to switch to it."""
+"""Outbound webhook subscriptions as the web page needs them: the webhooks service's."""
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
-from uploadpools.exceptions import NotFound, ValidationFailed
-from uploadpools.kit.crypto import SecretBox
-from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
+from uploadpools.exceptions import FieldError, ValidationFailed
 from uploadpools.models import WebhookEndpoint
+from uploadpools.webhooks.events import EVENT_TYPES as EVENTS
+from uploadpools.webhooks.service import WebhookService
 
-EVENTS = (
-    "item.queued",
-    "item.dispatched",
-    "item.skipped",
-    "delivery.posted",
-    "delivery.skipped",
-    "pool.empty",
-    "pool.running_low",
-    "quota.low",
-    "quota.exceeded",
-    "account.needs_reauth",
-    "firing.missed",
-)
+__all__ = ["EVENTS", "create_webhook", "delete_webhook", "list_webhooks"]
+
+_PAGE = 500
 
 
-async def list_webhooks(session: AsyncSession, workspace_id: str) -> list[WebhookEndpoint]:
-    return list(
-        (
-            await session.scalars(
-                select(WebhookEndpoint)
-                .where(WebhookEndpoint.workspace_id == workspace_id)
-                .order_by(WebhookEndpoint.id)
-            )
-        ).all()
-    )
+async def list_webhooks(
+    session: AsyncSession, settings: Settings, workspace_id: str
+) -> list[WebhookEndpoint]:
+    rows, _ = await WebhookService(session, settings).list(workspace_id, limit=_PAGE, cursor=None)
+    return rows
 
 
 async def create_webhook(
@@ -53,35 +33,19 @@ async def create_webhook(
     now: datetime,
 ) -> tuple[WebhookEndpoint, str]:
     """The subscription and its signing secret (shown once; stored encrypted)."""
-    url = url.strip()
-    if not url.startswith(("https://", "http://")):
-        raise ValidationFailed.one("url", "must be an http(s) URL")
     try:
-        await resolve_and_check(url, settings.allowed_networks)
-    except DestinationRefused as exc:
-        raise ValidationFailed.one("url", str(exc))
-    unknown = [e for e in events if e not in EVENTS]
-    if unknown or not events:
-        raise ValidationFailed.one("events", "choose at least one of the listed events")
-    secret = "whsec_" + secrets.token_urlsafe(24)
-    row = WebhookEndpoint(
-        workspace_id=workspace_id,
-        url=url,
-        events=events,
-        secret=SecretBox(settings.secret()).encrypt({"secret": secret}),
-        created_at=now,
-    )
-    session.add(row)
-    await session.flush()
-    return row, secret
-
-
-async def delete_webhook(session: AsyncSession, workspace_id: str, webhook_id: str) -> None:
-    row = await session.scalar(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.id == webhook_id, WebhookEndpoint.workspace_id == workspace_id
+        return await WebhookService(session, settings).create(
+            workspace_id, url.strip(), events, now
         )
-    )
-    if row is None:
-        raise NotFound("no such webhook")
-    await session.delete(row)
+    except ValidationFailed as exc:
+        # `events.3` → the events fieldset: the page shows one message per field.
+        raise ValidationFailed(
+            [FieldError(e.field.split(".")[0], e.message) for e in exc.errors]
+        ) from exc
+
+
+async def delete_webhook(
+    session: AsyncSession, settings: Settings, workspace_id: str, webhook_id: str
+) -> None:
+    service = WebhookService(session, settings)
+    await service.delete(await service.get(workspace_id, webhook_id))

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from uploadpools.accounts.schemas import AccountCreate
 from uploadpools.accounts.service import AccountService
 from uploadpools.auth.service import create_api_key, revoke_api_key
+from uploadpools.config import Settings
 from uploadpools.connectors.registry import OAUTH_PLATFORMS, OAUTH_PROVIDERS, oauth_provider
 from uploadpools.deps import AppState, SessionDep, StateDep
 from uploadpools.exceptions import UploadPoolsError, ValidationFailed
@@ -280,6 +281,7 @@ async def revoke_key(
 async def _hooks_page(
     request: Request,
     session: AsyncSession,
+    settings: Settings,
     me: SignedIn,
     *,
     created: str | None = None,
@@ -287,7 +289,7 @@ async def _hooks_page(
     url: str = "",
     status: int = 200,
 ) -> Response:
-    rows = await webhooks.list_webhooks(session, me.workspace.id)
+    rows = await webhooks.list_webhooks(session, settings, me.workspace.id)
     return page(
         request,
         "webhooks.html",
@@ -303,8 +305,8 @@ async def _hooks_page(
 
 
 @router.get("/webhooks")
-async def hooks(request: Request, session: SessionDep, me: UserDep) -> Response:
-    return await _hooks_page(request, session, me)
+async def hooks(request: Request, session: SessionDep, state: StateDep, me: UserDep) -> Response:
+    return await _hooks_page(request, session, state.settings, me)
 
 
 @router.post("/webhooks")
@@ -323,19 +325,20 @@ async def new_hook(
         return await _hooks_page(
             request,
             session,
+            state.settings,
             me,
             errors={e.field: e.message for e in exc.errors},
             url=url,
             status=422,
         )
     await session.commit()
-    return await _hooks_page(request, session, me, created=secret)
+    return await _hooks_page(request, session, state.settings, me, created=secret)
 
 
 @router.post("/webhooks/{webhook_id}/delete")
 async def delete_hook(
-    request: Request, webhook_id: str, session: SessionDep, me: FormUser
+    request: Request, webhook_id: str, session: SessionDep, state: StateDep, me: FormUser
 ) -> Response:
-    await webhooks.delete_webhook(session, me.workspace.id, webhook_id)
+    await webhooks.delete_webhook(session, state.settings, me.workspace.id, webhook_id)
     await session.commit()
     return done(request, "/webhooks")

@@ -1,0 +1,228 @@
+"""The outbox. `emit` is called inside the transaction that makes the change, so an event
+exists exactly when its cause was committed. It writes nothing (and costs one indexed
+query per workspace and transaction) when no endpoint of the workspace subscribes.
+
+Stored `data` holds ids and names; links (`url`) under the public URL are added when the
+body is rendered for sending (`render`), so they follow the configured public URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from uploadpools.engine.wakeup import notify_change
+from uploadpools.kit.ids import new_id
+from uploadpools.models import (
+    Account,
+    Delivery,
+    Pool,
+    QueueItem,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookEvent,
+)
+
+EVENT_TYPES = (
+    "item.queued",
+    "item.dispatched",
+    "item.skipped",
+    "delivery.posted",
+    "delivery.skipped",
+    "pool.empty",
+    "pool.running_low",
+    "quota.low",
+    "quota.exceeded",
+    "account.needs_reauth",
+    "firing.missed",
+)
+TEST_EVENT = "webhook.test"
+# Notifications whose kind is itself the event: emitted by the notification writers.
+NOTICE_EVENTS = frozenset(
+    {"pool.empty", "pool.running_low", "quota.low", "account.needs_reauth", "firing.missed"}
+)
+
+_CACHE = "uploadpools.webhook_subscribers"
+_WAKE = "uploadpools.webhook_wake"
+# In-process senders to wake after a commit that wrote events (other processes hear NOTIFY).
+_wakers: set[Callable[[], None]] = set()
+
+
+def add_waker(fn: Callable[[], None]) -> None:
+    _wakers.add(fn)
+
+
+def remove_waker(fn: Callable[[], None]) -> None:
+    _wakers.discard(fn)
+
+
+def _wake_all(_session: Any) -> None:
+    for fn in list(_wakers):
+        fn()
+
+
+def iso(dt: datetime | None) -> str | None:
+    return None if dt is None else dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+async def _subscribers(session: AsyncSession, workspace_id: str) -> list[tuple[str, list[str]]]:
+    """Active endpoints of the workspace, looked up once per transaction."""
+    tx = session.sync_session.get_transaction()
+    cached = session.info.get(_CACHE)
+    if cached is None or cached[0] is not tx:
+        cached = (tx, {})
+        session.info[_CACHE] = cached
+    subs: dict[str, list[tuple[str, list[str]]]] = cached[1]
+    if workspace_id not in subs:
+        rows = await session.execute(
+            select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+                WebhookEndpoint.workspace_id == workspace_id,
+                WebhookEndpoint.disabled_at.is_(None),
+            )
+        )
+        subs[workspace_id] = [(r[0], list(r[1] or [])) for r in rows.all()]
+    return subs[workspace_id]
+
+
+async def emit(
+    session: AsyncSession,
+    workspace_id: str,
+    type_: str,
+    data: dict[str, Any],
+    now: datetime,
+    *,
+    endpoint_ids: list[str] | None = None,
+) -> str | None:
+    """Write the event and one pending delivery per subscribed endpoint (or to the given
+    endpoints, for "send test"). Returns the event id, or None when nobody listens."""
+    if endpoint_ids is None:
+        targets = [
+            eid for eid, events in await _subscribers(session, workspace_id) if type_ in events
+        ]
+    else:
+        targets = endpoint_ids
+    if not targets:
+        return None
+    event_id = new_id()
+    await session.execute(
+        insert(WebhookEvent.__table__),
+        [dict(id=event_id, workspace_id=workspace_id, type=type_, data=data, created_at=now)],
+    )
+    await session.execute(
+        insert(WebhookDelivery.__table__),
+        [
+            dict(
+                id=new_id(),
+                event_id=event_id,
+                endpoint_id=eid,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                lease_token=0,
+                lease_until=None,
+                log=[],
+                created_at=now,
+                finished_at=None,
+            )
+            for eid in targets
+        ],
+    )
+    tx = session.sync_session.get_transaction()
+    if session.info.get(_WAKE) is not tx:  # once per transaction
+        session.info[_WAKE] = tx
+        sa_event.listen(session.sync_session, "after_commit", _wake_all, once=True)
+        await notify_change(session)
+    return event_id
+
+
+# -- payload pieces (ids and names; `render` adds the links) --------------------------------
+
+
+def pool_data(pool: Pool) -> dict[str, Any]:
+    return {"id": pool.id, "name": pool.name}
+
+
+def item_data(item: QueueItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "pool_id": item.pool_id,
+        "title": item.title,
+        "caption": item.caption,
+        "status": item.status,
+        "skip_reason": item.skip_reason,
+        "skip_detail": item.skip_detail,
+        "enqueued_at": iso(item.enqueued_at),
+        "dispatched_at": iso(item.dispatched_at),
+    }
+
+
+def delivery_data(d: Delivery) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "item_id": d.item_id,
+        "firing_id": d.firing_id,
+        "account_id": d.account_id,
+        "platform": d.platform,
+        "status": d.status,
+        "reason": d.reason,
+        "detail": d.detail,
+        "remote_id": d.remote_id,
+        "remote_url": d.remote_url,
+        "attempts": d.attempts,
+        "finished_at": iso(d.finished_at),
+    }
+
+
+def account_data(a: Account) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "platform": a.platform, "status": a.status}
+
+
+async def emit_notice(
+    session: AsyncSession,
+    *,
+    workspace_id: str,
+    kind: str,
+    level: str,
+    message: str,
+    now: datetime,
+    pool_id: str | None,
+    item_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """The event of a notification whose kind is an event (`NOTICE_EVENTS`)."""
+    if kind not in NOTICE_EVENTS:
+        return
+    if not any(kind in ev for _, ev in await _subscribers(session, workspace_id)):
+        return
+    data: dict[str, Any] = {"message": message, "level": level}
+    if pool_id is not None:
+        pool = await session.get(Pool, pool_id)
+        if pool is not None:
+            data["pool"] = pool_data(pool)
+    if item_id is not None:
+        item = await session.get(QueueItem, item_id)
+        if item is not None:
+            data["item"] = item_data(item)
+    data.update(extra or {})
+    await emit(session, workspace_id, kind, data, now)
+
+
+def render(public_url: str, event: WebhookEvent) -> dict[str, Any]:
+    """The body sent: `{id, type, timestamp, data}` with API links added to the objects."""
+    api = public_url.rstrip("/") + "/api/v1"
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in (event.data or {}).items()}
+    pool = data.get("pool")
+    if isinstance(pool, dict) and pool.get("id"):
+        pool["url"] = f"{api}/pools/{pool['id']}"
+    item = data.get("item")
+    if isinstance(item, dict) and item.get("id") and item.get("pool_id"):
+        item["url"] = f"{api}/pools/{item['pool_id']}/videos/{item['id']}"
+    account = data.get("account")
+    if isinstance(account, dict) and account.get("id"):
+        account["url"] = f"{api}/accounts/{account['id']}"
+    return {"id": event.id, "type": event.type, "timestamp": iso(event.created_at), "data": data}

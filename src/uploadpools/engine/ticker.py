@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
@@ -44,22 +44,10 @@ from uploadpools.models import (
 )
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import SlotView
+from uploadpools.store import bulk
 from uploadpools.store.engine import session_scope
 
 log = logging.getLogger(__name__)
-
-_slots_t = Slot.__table__
-_items_t = QueueItem.__table__
-_ADVANCE_SLOT = (
-    update(_slots_t)
-    .where(_slots_t.c.id == bindparam("b_id"))
-    .values(next_fire_at=bindparam("b_at"), next_local_date=bindparam("b_date"))
-)
-_POP_ITEM = (
-    update(_items_t)
-    .where(_items_t.c.id == bindparam("b_id"))
-    .values(status="dispatching", dispatched_at=bindparam("b_at"))
-)
 
 
 @dataclass
@@ -271,7 +259,7 @@ class Ticker:
 
         firing_rows: list[dict[str, Any]] = []
         delivery_rows_all: list[dict[str, Any]] = []
-        item_rows: list[dict[str, Any]] = []
+        popped: list[str] = []
         notes: list[dict[str, Any]] = []
         settle_now: list[str] = []
         fired_pools: set[str] = set()
@@ -326,7 +314,7 @@ class Ticker:
                     continue
                 item_id = queue.pop(0)
                 row.update(outcome="pending", item_id=item_id)
-                item_rows.append({"b_id": item_id, "b_at": now})
+                popped.append(item_id)
                 fired_pools.add(pid)
                 rows, final = delivery_rows(
                     fid, item_id, links[d.slot.id], accounts, now, retry_until
@@ -335,28 +323,27 @@ class Ticker:
                 if final:
                     settle_now.append(fid)
 
-        moved = [
-            {"b_id": s.id, "b_at": s.next_fire_at, "b_date": s.next_local_date}
+        moved = {
+            s.id: {"next_fire_at": s.next_fire_at, "next_local_date": s.next_local_date}
             for slots in slots_by_pool.values()
             for s in slots
             if before[s.id] != (s.next_fire_at, s.next_local_date)
-        ]
-        if moved:
-            await session.execute(_ADVANCE_SLOT, moved)
+        }
+        await bulk.update_by_id(session, Slot.__table__, moved)
         if emptied:
             await session.execute(
                 update(Pool.__table__)
                 .where(Pool.__table__.c.id.in_(emptied))
                 .values(empty_since=now)
             )
-        if firing_rows:
-            await session.execute(insert(Firing.__table__), firing_rows)
-        if item_rows:
-            await session.execute(_POP_ITEM, item_rows)
-        if delivery_rows_all:
-            await session.execute(insert(Delivery.__table__), delivery_rows_all)
-        if notes:
-            await session.execute(insert(Notification.__table__), notes)
+        await bulk.insert_rows(session, Firing.__table__, firing_rows)
+        await bulk.update_by_id(
+            session,
+            QueueItem.__table__,
+            {i: {"status": "dispatching", "dispatched_at": now} for i in popped},
+        )
+        await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all)
+        await bulk.insert_rows(session, Notification.__table__, notes)
         for fid in settle_now:
             firing = await session.get(Firing, fid)
             assert firing is not None
@@ -479,4 +466,4 @@ class Ticker:
             await session.execute(
                 update(Pool.__table__).where(Pool.__table__.c.id.in_(lowered)).values(low_since=now)
             )
-            await session.execute(insert(Notification.__table__), notes)
+            await bulk.insert_rows(session, Notification.__table__, notes)

@@ -76,9 +76,17 @@ class _PoolRow:
         "workspace_id",
     )
 
-    def __init__(self, row: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(row, name))
+    def __init__(self, row: Any) -> None:  # selected in __slots__ order
+        (
+            self.empty_since,
+            self.grace_minutes,
+            self.id,
+            self.low_since,
+            self.name,
+            self.state,
+            self.timezone,
+            self.workspace_id,
+        ) = row
 
 
 class _SlotRow:
@@ -86,9 +94,16 @@ class _SlotRow:
 
     __slots__ = ("days_mask", "id", "next_fire_at", "next_local_date", "pool_id", "rank", "time")
 
-    def __init__(self, row: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, getattr(row, name))
+    def __init__(self, row: Any) -> None:  # selected in __slots__ order
+        (
+            self.days_mask,
+            self.id,
+            self.next_fire_at,
+            self.next_local_date,
+            self.pool_id,
+            self.rank,
+            self.time,
+        ) = row
 
 
 _POOL_COLS = [getattr(Pool, n) for n in _PoolRow.__slots__]

@@ -29,6 +29,7 @@ from uploadpools.store.engine import session_scope
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
+BACKOFF_SECONDS = 0.05
 
 
 class Engine:
@@ -75,6 +76,10 @@ class Engine:
                 if result.fired:
                     self.dispatch_wakeup.set()
                 delay = self._delay_until(await self.ticker.next_due())
+                if delay == 0 and not result.total:
+                    # Due work we could not take: another ticker holds those pools.
+                    # Look again shortly instead of spinning on the database.
+                    delay = BACKOFF_SECONDS
             except Exception:
                 log.exception("ticker iteration failed")
                 delay = 1.0
@@ -92,7 +97,8 @@ class Engine:
                     self._inflight.discard(task)
                 if n:
                     continue
-                delay = self._delay_until(await self.dispatcher.next_due())
+                # Nothing claimable now although something is due: other workers hold it.
+                delay = self._delay_until(await self.dispatcher.next_due()) or BACKOFF_SECONDS
             except Exception:
                 log.exception("dispatcher iteration failed")
                 delay = 1.0

@@ -259,7 +259,7 @@ class Ticker:
             pid: sum(1 for d in plan if d.missed is None and (d.slot.id, d.local_date) not in taken)
             for pid, plan in plans.items()
         }
-        heads = await self._heads(session, {pid: n for pid, n in need.items() if n})
+        heads, queued = await self._heads(session, {pid: n for pid, n in need.items() if n})
         account_ids = {a for ids in links.values() for a in ids}
         accounts = (
             {
@@ -275,6 +275,7 @@ class Ticker:
         firing_rows: list[dict[str, Any]] = []
         delivery_rows_all: list[dict[str, Any]] = []
         popped: list[str] = []
+        heads_taken: dict[str, list[str]] = defaultdict(list)
         notes: list[dict[str, Any]] = []
         settle_now: list[str] = []
         fired_pools: set[str] = set()
@@ -282,7 +283,7 @@ class Ticker:
         retry_until = now + timedelta(minutes=self.settings.retry_window_minutes)
         for pid, plan in plans.items():
             pool = pools[pid]
-            queue = heads.get(pid, [])
+            queue = list(heads.get(pid, []))
             for d in plan:
                 if (d.slot.id, d.local_date) in taken:
                     log.info("slot %s already has a record for %s", d.slot.id, d.local_date)
@@ -328,6 +329,7 @@ class Ticker:
                         emptied.append(pid)
                     continue
                 item_id = queue.pop(0)
+                heads_taken[pid].append(item_id)
                 row.update(outcome="pending", item_id=item_id)
                 popped.append(item_id)
                 fired_pools.add(pid)
@@ -364,15 +366,20 @@ class Ticker:
             assert firing is not None
             await settle(session, firing, now)
         if fired_pools and self.settings.low_queue_hours > 0:
+            # Queues the head query saw whole need no count: what is left is known.
+            left = {p: queued[p] - len(heads_taken[p]) for p in fired_pools if p in queued}
             await self._running_low(
-                session, [pools[p] for p in fired_pools], slots_by_pool, links, now
+                session, [pools[p] for p in fired_pools], slots_by_pool, links, left, now
             )
         return len(pools)
 
-    async def _heads(self, session: AsyncSession, need: dict[str, int]) -> dict[str, list[str]]:
-        """The first `need[pool]` ready queued items of each pool, in queue order."""
+    async def _heads(
+        self, session: AsyncSession, need: dict[str, int]
+    ) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """The first `need[pool]` ready queued items of each pool, in queue order; and
+        the number of queued items of each pool whose whole queue the query saw."""
         if not need:
-            return {}
+            return {}, {}
         rn = (
             func.row_number()
             .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
@@ -381,6 +388,7 @@ class Ticker:
         # Rank the queues first, then look at the few head rows' media: joining media in
         # the ranked query lets SQLite start from the (large) media table.
         slack = 4
+        window = max(need.values()) + slack
         ranked = (
             select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
             .where(QueueItem.pool_id.in_(need), QueueItem.status == "queued")
@@ -389,7 +397,7 @@ class Ticker:
         rows = (
             await session.execute(
                 select(ranked.c.id, ranked.c.pool_id, ranked.c.media_id, ranked.c.rn)
-                .where(ranked.c.rn <= max(need.values()) + slack)
+                .where(ranked.c.rn <= window)
                 .order_by(ranked.c.pool_id, ranked.c.rn)
             )
         ).all()
@@ -414,7 +422,7 @@ class Ticker:
                 out[pool_id].append(item_id)
         # A pool whose first rows all wait for their media: look further down its queue.
         for pool_id, n in need.items():
-            if len(out[pool_id]) < n and seen[pool_id] >= max(need.values()) + slack:
+            if len(out[pool_id]) < n and seen[pool_id] >= window:
                 more = await session.scalars(
                     select(QueueItem.id)
                     .join(Media, Media.id == QueueItem.media_id)
@@ -427,7 +435,7 @@ class Ticker:
                     .limit(n)
                 )
                 out[pool_id] = list(more.all())
-        return out
+        return out, {p: seen[p] for p in need if seen[p] < window}
 
     async def _running_low(
         self,
@@ -435,23 +443,24 @@ class Ticker:
         pools: list[_PoolRow],
         slots_by_pool: dict[str, list[_SlotRow]],
         links: dict[str, list[str]],
+        known_left: dict[str, int],
         now: datetime,
     ) -> None:
         candidates = [p for p in pools if p.low_since is None and p.state == "active"]
         if not candidates:
             return
-        left = dict(
-            (
-                await session.execute(
-                    select(QueueItem.pool_id, func.count())
-                    .where(
-                        QueueItem.pool_id.in_([p.id for p in candidates]),
-                        QueueItem.status == "queued",
+        left = {p.id: known_left[p.id] for p in candidates if p.id in known_left}
+        unknown = [p.id for p in candidates if p.id not in known_left]
+        if unknown:
+            left.update(
+                (
+                    await session.execute(
+                        select(QueueItem.pool_id, func.count())
+                        .where(QueueItem.pool_id.in_(unknown), QueueItem.status == "queued")
+                        .group_by(QueueItem.pool_id)
                     )
-                    .group_by(QueueItem.pool_id)
-                )
-            ).all()
-        )
+                ).all()
+            )
         horizon = now + timedelta(hours=self.settings.low_queue_hours)
         notes = []
         lowered: list[str] = []

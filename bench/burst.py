@@ -643,7 +643,7 @@ async def drive_in_process(
     """SQLite: the engine in this process, built like `uploadpools worker` builds it."""
     import httpx
 
-    from uploadpools.engine.worker import Engine
+    from uploadpools.engine.worker import Engine, freeze_heap
     from uploadpools.kit.clock import clock_for
     from uploadpools.media.service import MediaFetcher, storage_for
     from uploadpools.store.engine import create_engine, create_sessionmaker
@@ -661,6 +661,7 @@ async def drive_in_process(
             fetcher = MediaFetcher(maker, settings, clock, storage, http)
             runner = Engine(maker, settings, clock, storage, http, fetcher, role="worker")
             set_fake_now(offset_file, DUE - timedelta(seconds=LEAD_S))
+            freeze_heap()
             await runner.start()
             cpu0 = time.process_time()
             try:

@@ -175,8 +175,12 @@ def serve(
     else:
         typer.echo("  New API key:  uploadpools api-keys create --email EMAIL")
     typer.echo("")
+    from uploadpools.engine.worker import freeze_heap
+
+    application = create_app(settings, run_background=not no_engine)
+    freeze_heap()
     uvicorn.run(
-        create_app(settings, run_background=not no_engine),
+        application,
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
@@ -188,7 +192,7 @@ async def _worker_main(settings: Settings) -> None:
 
     import httpx
 
-    from uploadpools.engine.worker import Engine
+    from uploadpools.engine.worker import Engine, freeze_heap
     from uploadpools.media.service import MediaFetcher, storage_for
     from uploadpools.store.engine import create_engine, create_sessionmaker
     from uploadpools.store.migrate import current_revision, head_revision
@@ -208,6 +212,7 @@ async def _worker_main(settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        freeze_heap()
         await runner.start()
         typer.echo(f"worker {runner.node} running; SIGTERM finishes or releases in-flight posts")
         await stop.wait()

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     engine_roles: Annotated[
         list[Literal["ticker", "dispatcher", "fetcher", "webhooks", "mailer"]], NoDecode
     ] = Field(default_factory=lambda: ["ticker", "dispatcher", "fetcher", "webhooks", "mailer"])
-    engine_batch_size: int = Field(default=200, ge=1, le=5000)
+    engine_batch_size: int = Field(default=1000, ge=1, le=5000)
     dispatch_concurrency: int = Field(default=8, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, ge=5)
     retry_window_minutes: float = Field(default=30.0, ge=0)

@@ -14,9 +14,10 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
@@ -43,6 +44,7 @@ from uploadpools.models import (
 from uploadpools.notifications.service import insert_notices
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import SlotView
+from uploadpools.store import bulk
 from uploadpools.store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -59,24 +61,84 @@ class TickResult:
         return self.fired + self.missed
 
 
+class _PoolRow:
+    """The pool columns the ticker reads (plain Core row, not an ORM object: a burst
+    loads thousands). `empty_since`/`low_since` are set in memory and written back."""
+
+    __slots__ = (
+        "empty_since",
+        "grace_minutes",
+        "id",
+        "low_since",
+        "name",
+        "state",
+        "timezone",
+        "workspace_id",
+    )
+
+    def __init__(self, row: Any) -> None:  # selected in __slots__ order
+        (
+            self.empty_since,
+            self.grace_minutes,
+            self.id,
+            self.low_since,
+            self.name,
+            self.state,
+            self.timezone,
+            self.workspace_id,
+        ) = row
+
+
+class _SlotRow:
+    """A slot as the ticker walks it (its next occurrence advances in memory)."""
+
+    __slots__ = ("days_mask", "id", "next_fire_at", "next_local_date", "pool_id", "rank", "time")
+
+    def __init__(self, row: Any) -> None:  # selected in __slots__ order
+        (
+            self.days_mask,
+            self.id,
+            self.next_fire_at,
+            self.next_local_date,
+            self.pool_id,
+            self.rank,
+            self.time,
+        ) = row
+
+
+_POOL_COLS = [getattr(Pool, n) for n in _PoolRow.__slots__]
+_SLOT_COLS = [getattr(Slot, n) for n in _SlotRow.__slots__]
+
+
 @dataclass
 class _Due:
-    slot: Slot
+    slot: _SlotRow
     local_date: date
     at: datetime
     missed: list[schedule.Occurrence] | None = None  # a missed record covering these
 
 
-def _next(pool: Pool, slot: Slot, after: datetime) -> schedule.Occurrence:
+@lru_cache(maxsize=4096)
+def _next_occurrence(
+    time: str, days_mask: int, timezone: str, after: datetime
+) -> schedule.Occurrence:
+    """Memoised: a burst asks the same question (same time, days, zone, instant) for
+    every slot due together."""
     return schedule.next_occurrence(
-        schedule.parse_time(slot.time),
-        forecast.days_from_mask(slot.days_mask),
-        schedule.load_zone(pool.timezone),
+        schedule.parse_time(time),
+        forecast.days_from_mask(days_mask),
+        schedule.load_zone(timezone),
         after,
     )
 
 
-def _plan(pool: Pool, slots: list[Slot], links: dict[str, list[str]], now: datetime) -> list[_Due]:
+def _next(pool: _PoolRow, slot: _SlotRow, after: datetime) -> schedule.Occurrence:
+    return _next_occurrence(slot.time, slot.days_mask, pool.timezone, after)
+
+
+def _plan(
+    pool: _PoolRow, slots: list[_SlotRow], links: dict[str, list[str]], now: datetime
+) -> list[_Due]:
     """Walk the pool's due occurrences in order, advancing each slot as it is taken."""
     grace = timedelta(minutes=pool.grace_minutes)
     out: list[_Due] = []
@@ -106,7 +168,7 @@ def _plan(pool: Pool, slots: list[Slot], links: dict[str, list[str]], now: datet
         slot.next_fire_at, slot.next_local_date = nxt.at, nxt.local_date
 
 
-def _missed_message(pool: Pool, slot: Slot, occs: list[schedule.Occurrence]) -> str:
+def _missed_message(pool: _PoolRow, slot: _SlotRow, occs: list[schedule.Occurrence]) -> str:
     n = len(occs)
     when = occs[0].at.isoformat() if n == 1 else f"{occs[0].local_date} to {occs[-1].local_date}"
     return (
@@ -144,41 +206,39 @@ class Ticker:
                 return result
 
     async def _batch(self, session: AsyncSession, now: datetime, result: TickResult) -> int:
-        # LIMIT applies after SKIP LOCKED: a second ticker takes the next pools instead
-        # of finding this batch's pools locked.
-        due_pool_ids = select(Slot.pool_id).where(Slot.next_fire_at <= now)
-        pools = {
-            p.id: p
-            for p in (
-                await session.scalars(
-                    select(Pool)
-                    .where(Pool.id.in_(due_pool_ids))
-                    .order_by(Pool.id)
-                    .limit(self.settings.engine_batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-            ).all()
-        }
+        # The most overdue slots first, through the next_fire_at index; the pool rows are
+        # locked, and LIMIT applies after SKIP LOCKED, so a second ticker takes the next
+        # pools instead of finding this batch's pools locked. A pool with two due slots
+        # may come twice: it is taken once, with all its due slots.
+        pools: dict[str, _PoolRow] = {}
+        for row in await session.execute(
+            select(*_POOL_COLS)
+            .join(Slot, Slot.pool_id == Pool.id)
+            .where(Slot.next_fire_at <= now)
+            .order_by(Slot.next_fire_at)
+            .limit(self.settings.engine_batch_size)
+            .with_for_update(of=Pool, skip_locked=True)
+        ):
+            if row.id not in pools:
+                pools[row.id] = _PoolRow(row)
         if not pools:
             return 0
-        slots_by_pool: dict[str, list[Slot]] = defaultdict(list)
-        for s in (
-            await session.scalars(
-                select(Slot)
-                .where(Slot.pool_id.in_(pools))
-                .order_by(Slot.pool_id, Slot.rank, Slot.id)
-            )
-        ).all():
-            slots_by_pool[s.pool_id].append(s)
+        slots_by_pool: dict[str, list[_SlotRow]] = defaultdict(list)
+        before: dict[str, tuple[datetime | None, date | None]] = {}
+        for row in await session.execute(
+            select(*_SLOT_COLS)
+            .where(Slot.pool_id.in_(pools))
+            .order_by(Slot.pool_id, Slot.rank, Slot.id)
+        ):
+            slots_by_pool[row.pool_id].append(_SlotRow(row))
+            before[row.id] = (row.next_fire_at, row.next_local_date)
         links: dict[str, list[str]] = defaultdict(list)
-        for slot_id, account_id in (
-            await session.execute(
-                select(SlotAccount.slot_id, SlotAccount.account_id)
-                .join(Slot, Slot.id == SlotAccount.slot_id)
-                .where(Slot.pool_id.in_(pools))
-                .order_by(SlotAccount.slot_id, SlotAccount.rank)
-            )
-        ).all():
+        for slot_id, account_id in await session.execute(
+            select(SlotAccount.slot_id, SlotAccount.account_id)
+            .join(Slot, Slot.id == SlotAccount.slot_id)
+            .where(Slot.pool_id.in_(pools))
+            .order_by(SlotAccount.slot_id, SlotAccount.rank)
+        ):
             links[slot_id].append(account_id)
 
         plans = {pid: _plan(p, slots_by_pool[pid], links, now) for pid, p in pools.items()}
@@ -199,7 +259,7 @@ class Ticker:
             pid: sum(1 for d in plan if d.missed is None and (d.slot.id, d.local_date) not in taken)
             for pid, plan in plans.items()
         }
-        heads = await self._heads(session, {pid: n for pid, n in need.items() if n})
+        heads, queued = await self._heads(session, {pid: n for pid, n in need.items() if n})
         account_ids = {a for ids in links.values() for a in ids}
         accounts = (
             {
@@ -214,14 +274,16 @@ class Ticker:
 
         firing_rows: list[dict[str, Any]] = []
         delivery_rows_all: list[dict[str, Any]] = []
-        item_rows: list[dict[str, Any]] = []
+        popped: list[str] = []
+        heads_taken: dict[str, list[str]] = defaultdict(list)
         notes: list[dict[str, Any]] = []
         settle_now: list[str] = []
         fired_pools: set[str] = set()
+        emptied: list[str] = []
         retry_until = now + timedelta(minutes=self.settings.retry_window_minutes)
         for pid, plan in plans.items():
             pool = pools[pid]
-            queue = heads.get(pid, [])
+            queue = list(heads.get(pid, []))
             for d in plan:
                 if (d.slot.id, d.local_date) in taken:
                     log.info("slot %s already has a record for %s", d.slot.id, d.local_date)
@@ -249,7 +311,7 @@ class Ticker:
                     )
                     notes.append(
                         notification_row(
-                            pool,
+                            pool,  # type: ignore[arg-type]
                             "warning",
                             "firing.missed",
                             _missed_message(pool, d.slot, d.missed),
@@ -261,13 +323,15 @@ class Ticker:
                 result.fired += 1
                 if not queue:
                     row["outcome"] = "empty"
-                    note = empty_notice(pool, now)
+                    note = empty_notice(pool, now)  # type: ignore[arg-type]
                     if note is not None:
                         notes.append(note)
+                        emptied.append(pid)
                     continue
                 item_id = queue.pop(0)
+                heads_taken[pid].append(item_id)
                 row.update(outcome="pending", item_id=item_id)
-                item_rows.append({"id": item_id, "status": "dispatching", "dispatched_at": now})
+                popped.append(item_id)
                 fired_pools.add(pid)
                 rows, final = delivery_rows(
                     fid, item_id, links[d.slot.id], accounts, now, retry_until
@@ -276,37 +340,46 @@ class Ticker:
                 if final:
                     settle_now.append(fid)
 
-        await session.flush()  # slots advanced, pools' empty_since
-        if firing_rows:
-            await session.execute(insert(Firing.__table__), firing_rows)
-        if item_rows:
+        moved = {
+            s.id: {"next_fire_at": s.next_fire_at, "next_local_date": s.next_local_date}
+            for slots in slots_by_pool.values()
+            for s in slots
+            if before[s.id] != (s.next_fire_at, s.next_local_date)
+        }
+        await bulk.update_by_id(session, Slot.__table__, moved)
+        if emptied:
             await session.execute(
-                update(QueueItem.__table__)
-                .where(QueueItem.__table__.c.id == bindparam("b_id"))
-                .values(status=bindparam("b_status"), dispatched_at=bindparam("b_at")),
-                [
-                    {"b_id": r["id"], "b_status": r["status"], "b_at": r["dispatched_at"]}
-                    for r in item_rows
-                ],
+                update(Pool.__table__)
+                .where(Pool.__table__.c.id.in_(emptied))
+                .values(empty_since=now)
             )
-        if delivery_rows_all:
-            await session.execute(insert(Delivery.__table__), delivery_rows_all)
-        if notes:
-            await insert_notices(session, notes)
+        await bulk.insert_rows(session, Firing.__table__, firing_rows)
+        await bulk.update_by_id(
+            session,
+            QueueItem.__table__,
+            {i: {"status": "dispatching", "dispatched_at": now} for i in popped},
+        )
+        await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all)
+        await insert_notices(session, notes)
         for fid in settle_now:
             firing = await session.get(Firing, fid)
             assert firing is not None
             await settle(session, firing, now)
         if fired_pools and self.settings.low_queue_hours > 0:
+            # Queues the head query saw whole need no count: what is left is known.
+            left = {p: queued[p] - len(heads_taken[p]) for p in fired_pools if p in queued}
             await self._running_low(
-                session, [pools[p] for p in fired_pools], slots_by_pool, links, now
+                session, [pools[p] for p in fired_pools], slots_by_pool, links, left, now
             )
         return len(pools)
 
-    async def _heads(self, session: AsyncSession, need: dict[str, int]) -> dict[str, list[str]]:
-        """The first `need[pool]` ready queued items of each pool, in queue order."""
+    async def _heads(
+        self, session: AsyncSession, need: dict[str, int]
+    ) -> tuple[dict[str, list[str]], dict[str, int]]:
+        """The first `need[pool]` ready queued items of each pool, in queue order; and
+        the number of queued items of each pool whose whole queue the query saw."""
         if not need:
-            return {}
+            return {}, {}
         rn = (
             func.row_number()
             .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
@@ -315,6 +388,7 @@ class Ticker:
         # Rank the queues first, then look at the few head rows' media: joining media in
         # the ranked query lets SQLite start from the (large) media table.
         slack = 4
+        window = max(need.values()) + slack
         ranked = (
             select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
             .where(QueueItem.pool_id.in_(need), QueueItem.status == "queued")
@@ -323,20 +397,20 @@ class Ticker:
         rows = (
             await session.execute(
                 select(ranked.c.id, ranked.c.pool_id, ranked.c.media_id, ranked.c.rn)
-                .where(ranked.c.rn <= max(need.values()) + slack)
+                .where(ranked.c.rn <= window)
                 .order_by(ranked.c.pool_id, ranked.c.rn)
             )
         ).all()
+        # By primary key, filtered here: `state = 'ready'` in SQL lets SQLite pick the
+        # state index and read every ready video in the database.
         ready = (
-            set(
-                (
-                    await session.scalars(
-                        select(Media.id).where(
-                            Media.id.in_({r[2] for r in rows}), Media.state == "ready"
-                        )
-                    )
-                ).all()
-            )
+            {
+                mid
+                for mid, state in await session.execute(
+                    select(Media.id, Media.state).where(Media.id.in_({r[2] for r in rows}))
+                )
+                if state == "ready"
+            }
             if rows
             else set()
         )
@@ -348,7 +422,7 @@ class Ticker:
                 out[pool_id].append(item_id)
         # A pool whose first rows all wait for their media: look further down its queue.
         for pool_id, n in need.items():
-            if len(out[pool_id]) < n and seen[pool_id] >= max(need.values()) + slack:
+            if len(out[pool_id]) < n and seen[pool_id] >= window:
                 more = await session.scalars(
                     select(QueueItem.id)
                     .join(Media, Media.id == QueueItem.media_id)
@@ -361,48 +435,51 @@ class Ticker:
                     .limit(n)
                 )
                 out[pool_id] = list(more.all())
-        return out
+        return out, {p: seen[p] for p in need if seen[p] < window}
 
     async def _running_low(
         self,
         session: AsyncSession,
-        pools: list[Pool],
-        slots_by_pool: dict[str, list[Slot]],
+        pools: list[_PoolRow],
+        slots_by_pool: dict[str, list[_SlotRow]],
         links: dict[str, list[str]],
+        known_left: dict[str, int],
         now: datetime,
     ) -> None:
         candidates = [p for p in pools if p.low_since is None and p.state == "active"]
         if not candidates:
             return
-        left = dict(
-            (
-                await session.execute(
-                    select(QueueItem.pool_id, func.count())
-                    .where(
-                        QueueItem.pool_id.in_([p.id for p in candidates]),
-                        QueueItem.status == "queued",
+        left = {p.id: known_left[p.id] for p in candidates if p.id in known_left}
+        unknown = [p.id for p in candidates if p.id not in known_left]
+        if unknown:
+            left.update(
+                (
+                    await session.execute(
+                        select(QueueItem.pool_id, func.count())
+                        .where(QueueItem.pool_id.in_(unknown), QueueItem.status == "queued")
+                        .group_by(QueueItem.pool_id)
                     )
-                    .group_by(QueueItem.pool_id)
-                )
-            ).all()
-        )
+                ).all()
+            )
         horizon = now + timedelta(hours=self.settings.low_queue_hours)
         notes = []
+        lowered: list[str] = []
         for pool in candidates:
             n = int(left.get(pool.id, 0))
             if n == 0:
                 continue  # the empty-queue notice will speak when it matters
-            views = [SlotView(s, links.get(s.id, [])) for s in slots_by_pool[pool.id]]
+            views = [SlotView(s, links.get(s.id, [])) for s in slots_by_pool[pool.id]]  # type: ignore[arg-type]
             coming = 0
-            for _slot, occ in forecast.occurrences(pool, views, now):
+            for _slot, occ in forecast.occurrences(pool, views, now):  # type: ignore[arg-type]
                 if occ.at > horizon or coming > n:
                     break
                 coming += 1
             if n < coming:
                 pool.low_since = now
+                lowered.append(pool.id)
                 notes.append(
                     notification_row(
-                        pool,
+                        pool,  # type: ignore[arg-type]
                         "info",
                         "pool.running_low",
                         low_queue_message(pool, n, coming, self.settings),
@@ -410,5 +487,7 @@ class Ticker:
                     )
                 )
         if notes:
-            await session.flush()
+            await session.execute(
+                update(Pool.__table__).where(Pool.__table__.c.id.in_(lowered)).values(low_since=now)
+            )
             await insert_notices(session, notes)

@@ -13,6 +13,8 @@ import threading
 import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> two digits
+_SHIFTS = range(120, -1, -10)
 _lock = threading.Lock()
 _last = 0
 
@@ -24,8 +26,4 @@ def new_id() -> str:
         if value <= _last:
             value = _last + 1
         _last = value
-    out = []
-    for _ in range(26):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    return "".join([_PAIRS[value >> s & 1023] for s in _SHIFTS])

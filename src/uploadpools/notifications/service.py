@@ -3,12 +3,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.exceptions import NotFound
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
 from uploadpools.models import Notification
+from uploadpools.store import bulk
 from uploadpools.webhooks.events import emit_notice
 
 LEVELS = ("info", "warning", "error")
@@ -59,7 +60,7 @@ async def insert_notices(session: AsyncSession, rows: list[dict[str, Any]]) -> N
     """Bulk `notify` for the engine's set-based paths (rows as built by `notification_row`)."""
     if not rows:
         return
-    await session.execute(insert(Notification.__table__), rows)
+    await bulk.insert_rows(session, Notification.__table__, rows)
     for r in rows:
         await emit_notice(
             session,

@@ -22,6 +22,8 @@ from uploadpools.kit.clock import Clock, clock_for
 from uploadpools.kit.problem import ProblemResponse, field_from_loc, problem_body, problem_for
 from uploadpools.media.endpoints import router as media_router
 from uploadpools.media.service import MediaFetcher, storage_for
+from uploadpools.ops.health import probe_engine
+from uploadpools.ops.health import router as health_router
 from uploadpools.pools.endpoints import router as pools_router
 from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
@@ -80,6 +82,7 @@ def create_app(
         http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
         storage = storage_for(settings)
         fetcher = MediaFetcher(maker, settings, clock, storage, http)
+        readiness = probe_engine(settings)
         app.state.uploadpools = AppState(
             settings=settings,
             engine=engine,
@@ -88,6 +91,7 @@ def create_app(
             storage=storage,
             http=http,
             fetcher=fetcher,
+            probe_engine=readiness,
         )
         if run_background:
             runner = Engine(maker, settings, clock, storage, http, fetcher, role="serve")
@@ -100,6 +104,7 @@ def create_app(
                 await runner.stop()
             if http_client is None:
                 await http.aclose()
+            await readiness.dispose()
             await engine.dispose()
 
     app = FastAPI(
@@ -117,6 +122,7 @@ def create_app(
         api.include_router(r)
     app.include_router(api)
     app.include_router(media_router, include_in_schema=False)
+    app.include_router(health_router)
 
     @app.get("/", include_in_schema=False)
     async def home() -> HTMLResponse:

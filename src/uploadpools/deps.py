@@ -33,6 +33,8 @@ class AppState:
     http: httpx.AsyncClient
     fetcher: MediaFetcher
     engine_runner: Engine | None = None
+    # Connection-per-use engine for /readyz (see ops.health).
+    probe_engine: AsyncEngine | None = None
 
     def wake(self) -> None:
         """Something the engine cares about changed in this process."""

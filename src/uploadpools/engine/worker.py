@@ -29,6 +29,8 @@ from uploadpools.store.engine import session_scope
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
+# A node whose last heartbeat is older than this is considered gone (status, /readyz).
+STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
 
 
 class Engine:

@@ -22,8 +22,10 @@ from uploadpools.kit.clock import Clock, clock_for
 from uploadpools.kit.problem import ProblemResponse, field_from_loc, problem_body, problem_for
 from uploadpools.media.endpoints import router as media_router
 from uploadpools.media.service import MediaFetcher, storage_for
+from uploadpools.ops.endpoints import router as metrics_router
 from uploadpools.ops.health import probe_engine
 from uploadpools.ops.health import router as health_router
+from uploadpools.ops.logs import RequestIdMiddleware
 from uploadpools.pools.endpoints import router as pools_router
 from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
@@ -117,12 +119,14 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     api = APIRouter(prefix="/api/v1")
     for r in (accounts_router, pools_router, queue_router, workspace_router):
         api.include_router(r)
     app.include_router(api)
     app.include_router(media_router, include_in_schema=False)
     app.include_router(health_router)
+    app.include_router(metrics_router)
 
     @app.get("/", include_in_schema=False)
     async def home() -> HTMLResponse:

@@ -103,3 +103,46 @@ class TestServe:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+class TestStatus:
+    async def test_status_lists_nodes_with_age_state_and_in_flight(
+        self, settings: Settings
+    ) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from uploadpools.models import EngineNode
+        from uploadpools.store.engine import create_engine, create_sessionmaker, session_scope
+
+        r = run_cli(settings, "status")
+        assert r.returncode == 0, r.stderr
+        assert "no engine has run" in r.stdout
+
+        now = datetime.now(UTC)
+        engine = create_engine(settings)
+        async with session_scope(create_sessionmaker(engine)) as s:
+            for node, role, beat, stopped in (
+                ("hostA:11", "worker", now - timedelta(seconds=3), None),
+                ("hostB:22", "serve", now - timedelta(minutes=10), None),
+                ("hostC:33", "worker", now - timedelta(minutes=20), now - timedelta(minutes=20)),
+            ):
+                s.add(
+                    EngineNode(
+                        id=node,
+                        hostname=node.split(":")[0],
+                        pid=int(node.split(":")[1]),
+                        role=role,
+                        started_at=now - timedelta(hours=1),
+                        heartbeat_at=beat,
+                        stopped_at=stopped,
+                    )
+                )
+        await engine.dispose()
+        r = run_cli(settings, "status")
+        assert r.returncode == 0, r.stderr
+        rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+        assert rows["hostA:11"][1:3] == ["worker", "alive"]
+        assert rows["hostA:11"][-1] == "0"
+        assert rows["hostB:22"][1:3] == ["serve", "silent"]
+        assert 600 <= int(rows["hostB:22"][3].removesuffix("s")) < 900
+        assert rows["hostC:33"][2] == "stopped"

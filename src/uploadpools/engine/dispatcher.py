@@ -46,6 +46,8 @@ from uploadpools.kit.crypto import SecretBox
 from uploadpools.media.storage import Storage
 from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Workspace
 from uploadpools.notifications.service import notify
+from uploadpools.ops import metrics
+from uploadpools.ops.logs import engine_ids
 from uploadpools.store.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -293,6 +295,10 @@ class Dispatcher:
         return total
 
     async def _run(self, c: Claimed) -> None:
+        with engine_ids(firing=c.request.firing_id, delivery=c.delivery_id):
+            await self._run_claimed(c)
+
+    async def _run_claimed(self, c: Claimed) -> None:
         async with self._sem:
             work = asyncio.create_task(self._publish(c))
             beat = asyncio.create_task(self._heartbeat(c, work))
@@ -398,6 +404,13 @@ class Dispatcher:
             firing = await session.get(Firing, d.firing_id)
             assert firing is not None
             await settle(session, firing, now)
+        metrics.delivery_finished(c.platform, outcome.status, outcome.reason)
+        log.info(
+            "delivery to %s: %s%s",
+            c.platform,
+            outcome.status,
+            f" ({outcome.reason})" if outcome.reason else "",
+        )
 
     async def _apply(self, session: AsyncSession, d: Delivery, o: Outcome, now: datetime) -> None:
         d.lease_owner = None

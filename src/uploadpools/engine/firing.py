@@ -15,6 +15,7 @@ from uploadpools.config import Settings
 from uploadpools.kit.ids import new_id
 from uploadpools.models import Account, Delivery, Firing, Media, Notification, Pool, QueueItem, Slot
 from uploadpools.notifications.service import notify
+from uploadpools.ops import metrics
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository
 
@@ -252,6 +253,7 @@ async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
         firing.outcome = "partial"
     else:
         firing.outcome = "skipped"
+    metrics.firing_settled(firing.outcome)
     item.finished_at = now
     if posted:
         item.status = "dispatched"

@@ -41,6 +41,7 @@ from uploadpools.models import (
     Slot,
     SlotAccount,
 )
+from uploadpools.ops import metrics
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import SlotView
 from uploadpools.store.engine import session_scope
@@ -138,12 +139,21 @@ class Ticker:
         result = TickResult()
         now = self.clock.now()
         while True:
+            created: list[dict[str, Any]] = []
             async with session_scope(self.maker) as session:
-                handled = await self._batch(session, now, result)
+                handled = await self._batch(session, now, result, created)
+            for row in created:  # counted once committed
+                metrics.firing_created(row["outcome"], row["scheduled_for"], row["fired_at"])
             if not handled:
                 return result
 
-    async def _batch(self, session: AsyncSession, now: datetime, result: TickResult) -> int:
+    async def _batch(
+        self,
+        session: AsyncSession,
+        now: datetime,
+        result: TickResult,
+        created: list[dict[str, Any]],
+    ) -> int:
         # LIMIT applies after SKIP LOCKED: a second ticker takes the next pools instead
         # of finding this batch's pools locked.
         due_pool_ids = select(Slot.pool_id).where(Slot.next_fire_at <= now)
@@ -279,6 +289,7 @@ class Ticker:
         await session.flush()  # slots advanced, pools' empty_since
         if firing_rows:
             await session.execute(insert(Firing.__table__), firing_rows)
+            created.extend(firing_rows)
         if item_rows:
             await session.execute(
                 update(QueueItem.__table__)

@@ -107,6 +107,8 @@ def create_app(
             if http_client is None:
                 await http.aclose()
             await readiness.dispose()
+            if hasattr(storage, "aclose"):
+                await storage.aclose()
             await engine.dispose()
 
     app = FastAPI(

@@ -162,6 +162,8 @@ async def _worker_main(settings: Settings) -> None:
         typer.echo(f"worker {runner.node} running; SIGTERM finishes or releases in-flight posts")
         await stop.wait()
         await runner.stop()
+    if hasattr(storage, "aclose"):
+        await storage.aclose()
     await engine.dispose()
 
 

@@ -20,7 +20,7 @@ async def get_metrics(
     state: StateDep, authorization: Annotated[str | None, Header()] = None
 ) -> Response:
     token = state.settings.metrics_token
-    if token is not None:
+    if token is not None and token.get_secret_value():  # an empty value means "no token"
         scheme, _, given = (authorization or "").partition(" ")
         expected = token.get_secret_value().encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):

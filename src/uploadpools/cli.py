@@ -228,7 +228,7 @@ def audit(
 
 @app.command()
 def status() -> None:
-    """Engine processes: role, state, last heartbeat age and posts in flight."""
+    """Engine processes: role, loops, state, last heartbeat age and posts in flight."""
     from sqlalchemy import func, select
 
     from uploadpools.engine.worker import STALE_AFTER_SECONDS
@@ -256,12 +256,15 @@ def status() -> None:
     if not nodes:
         typer.echo("no engine has run against this database")
         return
-    typer.echo(f"{'NODE':40} {'ROLE':7} {'STATE':8} {'LAST BEAT':>10} {'IN FLIGHT':>9}")
+    typer.echo(
+        f"{'NODE':40} {'ROLE':7} {'LOOPS':25} {'STATE':8} {'LAST BEAT':>10} {'IN FLIGHT':>9}"
+    )
     for n in nodes:
         age = (now - n.heartbeat_at).total_seconds()
         state = "stopped" if n.stopped_at else ("alive" if age < STALE_AFTER_SECONDS else "silent")
         typer.echo(
-            f"{n.id:40} {n.role:7} {state:8} {f'{age:.0f}s ago':>10} {inflight.get(n.id, 0):>9}"
+            f"{n.id:40} {n.role:7} {n.roles or '-':25} {state:8} {f'{age:.0f}s ago':>10} "
+            f"{inflight.get(n.id, 0):>9}"
         )
 
 

@@ -165,6 +165,16 @@ async def test_two_workers_and_an_api_node_on_postgres_and_s3(
             return r.status_code == 200 and r.json()["checks"]["engine"].get("live_nodes") == 2
 
         await asyncio.to_thread(wait_for, "two live workers in /readyz", ready)
+        status = subprocess.run(
+            [str(BIN), "status"],
+            env=env | {"UPLOADPOOLS_DATA_DIR": str(tmp_path / "api")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        workers = [line.split() for line in status.stdout.splitlines() if " worker " in line]
+        assert [w[2:4] for w in workers] == [["ticker,dispatcher,fetcher", "alive"]] * 2
 
         expected = sample_mp4.read_bytes()
         for day in range(3):

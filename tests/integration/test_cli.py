@@ -121,10 +121,10 @@ class TestStatus:
         now = datetime.now(UTC)
         engine = create_engine(settings)
         async with session_scope(create_sessionmaker(engine)) as s:
-            for node, role, beat, stopped in (
-                ("hostA:11", "worker", now - timedelta(seconds=3), None),
-                ("hostB:22", "serve", now - timedelta(minutes=10), None),
-                ("hostC:33", "worker", now - timedelta(minutes=20), now - timedelta(minutes=20)),
+            for node, role, loops, beat, stopped in (
+                ("hostA:11", "worker", "ticker,dispatcher", now - timedelta(seconds=3), None),
+                ("hostB:22", "serve", None, now - timedelta(minutes=10), None),
+                ("hostC:33", "worker", "fetcher", now - timedelta(minutes=20), now),
             ):
                 s.add(
                     EngineNode(
@@ -132,6 +132,7 @@ class TestStatus:
                         hostname=node.split(":")[0],
                         pid=int(node.split(":")[1]),
                         role=role,
+                        roles=loops,
                         started_at=now - timedelta(hours=1),
                         heartbeat_at=beat,
                         stopped_at=stopped,
@@ -141,8 +142,8 @@ class TestStatus:
         r = run_cli(settings, "status")
         assert r.returncode == 0, r.stderr
         rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
-        assert rows["hostA:11"][1:3] == ["worker", "alive"]
+        assert rows["hostA:11"][1:4] == ["worker", "ticker,dispatcher", "alive"]
         assert rows["hostA:11"][-1] == "0"
-        assert rows["hostB:22"][1:3] == ["serve", "silent"]
-        assert 600 <= int(rows["hostB:22"][3].removesuffix("s")) < 900
-        assert rows["hostC:33"][2] == "stopped"
+        assert rows["hostB:22"][1:4] == ["serve", "-", "silent"]
+        assert 600 <= int(rows["hostB:22"][4].removesuffix("s")) < 900
+        assert rows["hostC:33"][1:4] == ["worker", "fetcher", "stopped"]

@@ -96,6 +96,8 @@ def delivery_rows(
             )
         else:
             all_final = False
+        if row["status"] == "skipped":  # final without an attempt: counted here
+            metrics.delivery_finished(account.platform, "skipped", row["reason"])
         rows.append(row)
     return rows, all_final
 
@@ -158,6 +160,7 @@ async def fire(
     item = await head_item(session, pool.id)
     if item is None:
         firing.outcome = "empty"
+        metrics.firing_settled("empty")
         note = empty_notice(pool, now)
         await session.flush()
         if note is not None:

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 # A node whose last heartbeat is older than this is considered gone (status, /readyz).
 STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+_ROLE_ORDER = ("ticker", "dispatcher", "fetcher")
 
 
 class Engine:
@@ -128,6 +129,7 @@ class Engine:
             node.heartbeat_at = now
             node.stopped_at = now if stopped else None
             node.role = self.role
+            node.roles = ",".join(r for r in _ROLE_ORDER if r in self.settings.engine_roles)
 
     async def start(self) -> None:
         # One LISTEN connection wakes every loop.

@@ -323,3 +323,32 @@ class TestS3Only:
             now=when,
         )
         assert ours["authorization"] == req.headers["Authorization"]
+
+    def test_settings_select_s3_and_name_what_is_missing(self) -> None:
+        from pydantic import ValidationError
+
+        from uploadpools.config import Settings
+        from uploadpools.media.service import storage_for
+
+        with pytest.raises(ValidationError) as excinfo:
+            Settings(_env_file=None, storage="s3", s3_bucket="b")  # type: ignore[call-arg]
+        assert "UPLOADPOOLS_S3_ACCESS_KEY_ID, UPLOADPOOLS_S3_SECRET_ACCESS_KEY" in str(
+            excinfo.value
+        )
+        s = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            storage="s3",
+            s3_bucket="media",
+            s3_access_key_id="ak",
+            s3_secret_access_key="sk",
+            s3_region="eu-central-1",
+            s3_prefix="up",
+        )
+        st = storage_for(s)
+        assert isinstance(st, S3Storage)
+        assert (st.endpoint, st.bucket, st.prefix) == (
+            "https://s3.eu-central-1.amazonaws.com",
+            "media",
+            "up/",
+        )
+        assert isinstance(storage_for(Settings(_env_file=None)), LocalStorage)  # type: ignore[call-arg]

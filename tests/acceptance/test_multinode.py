@@ -44,11 +44,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(what: str, check, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
-    """Poll another process until ``check()`` is true (polling, not moving time)."""
+def wait_for(what: str, check, timeout: float = 90.0, log: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Poll other processes until ``check()`` is true (polling, not moving time).
+
+    The deadline is generous: it only bounds a hang on a loaded machine.
+    """
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out waiting for {what}\n{tail}")
         time.sleep(0.1)
 
 
@@ -116,7 +121,7 @@ async def test_two_workers_and_an_api_node_on_postgres_and_s3(
 
     # The API node migrates the empty database and creates the first user and key.
     start("serve", "--no-engine", "--port", str(api_port), data="api")
-    wait_for("the API node", lambda: answers(base + "/healthz"))
+    wait_for("the API node", lambda: answers(base + "/healthz"), log=logs)
     start("worker", "--metrics-port", str(metrics_port), data="w1")
     start("worker", data="w2")
     key = json.loads((tmp_path / "api" / "initial-credentials.json").read_text())["api_key"]
@@ -161,10 +166,13 @@ async def test_two_workers_and_an_api_node_on_postgres_and_s3(
 
         # Both workers beat; the API node is ready because they do.
         def ready() -> bool:
-            r = httpx.get(base + "/readyz", timeout=5)
+            try:
+                r = httpx.get(base + "/readyz", timeout=10)
+            except httpx.TransportError:
+                return False
             return r.status_code == 200 and r.json()["checks"]["engine"].get("live_nodes") == 2
 
-        await asyncio.to_thread(wait_for, "two live workers in /readyz", ready)
+        await asyncio.to_thread(wait_for, "two live workers in /readyz", ready, 90.0, logs)
         status = subprocess.run(
             [str(BIN), "status"],
             env=env | {"UPLOADPOOLS_DATA_DIR": str(tmp_path / "api")},
@@ -180,7 +188,11 @@ async def test_two_workers_and_an_api_node_on_postgres_and_s3(
         for day in range(3):
             set_fake_now(offset_file, DAY0 + timedelta(days=day, seconds=1))
             await asyncio.to_thread(
-                wait_for, f"delivery {day + 1}", lambda n=day + 1: len(receiver.requests) >= n
+                wait_for,
+                f"delivery {day + 1}",
+                lambda n=day + 1: len(receiver.requests) >= n,
+                90.0,
+                logs,
             )
             # The signed media URL (valid for a day) serves the bytes from S3, ranges too.
             url = json.loads(receiver.requests[-1]["body"])["media"]["url"].removeprefix(base)

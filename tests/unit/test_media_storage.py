@@ -257,6 +257,9 @@ class TestS3Only:
             start, end = MIN_PART_SIZE - 10, MIN_PART_SIZE + 10  # across a part boundary
             assert await read_all(s3, KEY, start=start, end=end) == data[start:end]
             assert await read_all(s3, KEY) == data
+            # One chunk larger than two parts is cut into parts too.
+            await s3.put_stream("one/chunk", chunks_of([data]), max_bytes=len(data))
+            assert await read_all(s3, "one/chunk") == data
 
             with pytest.raises(MediaTooLarge):  # crossing the limit in the second part
                 await s3.put_stream(KEY, chunks_of(parts), max_bytes=MIN_PART_SIZE + 1)

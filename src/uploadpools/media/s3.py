@@ -253,7 +253,7 @@ class S3Storage:
                 if size > max_bytes:
                     raise MediaTooLarge(max_bytes)
                 buf += chunk
-                if len(buf) >= self.part_size:
+                while len(buf) >= self.part_size:
                     if upload_id is None:
                         upload_id = await self._create_upload(key)
                     data, buf = bytes(buf[: self.part_size]), bytearray(buf[self.part_size :])

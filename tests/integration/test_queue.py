@@ -295,9 +295,7 @@ class TestOrder:
         pool = await setup_pool(client, tenant)
         a, b, c, d = await enqueue_n(client, tenant, pool["id"], sample_mp4, 4)
         await mark_skipped(app, [b])
-        await client.patch(
-            f"/api/v1/pools/{pool['id']}/videos/{d}", json={"position": 0}, headers=tenant.headers
-        )
+        await client.patch(f"/api/v1/pools/{pool['id']}/videos/{d}", json={"position": 0}, headers=tenant.headers)
         r = await client.get(f"/api/v1/pools/{pool['id']}/videos", headers=tenant.headers)
         got = {i["id"]: i["position"] for i in r.json()["items"]}
         assert [i["id"] for i in r.json()["items"]] == [d, c, b, a]  # newest first

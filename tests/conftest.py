@@ -305,3 +305,81 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class S3Server:
+    """A local S3-compatible server (moto in server mode) on 127.0.0.1."""
+
+    endpoint: str
+    access_key: str = "test-access-key"
+    secret_key: str = "test-secret-key"
+
+    def settings_env(self, bucket: str) -> dict[str, str]:
+        return {
+            "UPLOADPOOLS_STORAGE": "s3",
+            "UPLOADPOOLS_S3_ENDPOINT_URL": self.endpoint,
+            "UPLOADPOOLS_S3_BUCKET": bucket,
+            "UPLOADPOOLS_S3_REGION": "us-east-1",
+            "UPLOADPOOLS_S3_ACCESS_KEY_ID": self.access_key,
+            "UPLOADPOOLS_S3_SECRET_ACCESS_KEY": self.secret_key,
+        }
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    bin_ = Path(sys.executable).with_name("moto_server")
+    proc = subprocess.Popen(
+        [str(bin_), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    try:
+        while True:  # waiting for a process to listen, not for time to pass
+            try:
+                httpx.get(endpoint + "/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start: {log.read_text()[-2000:]}")
+                time.sleep(0.1)
+        yield S3Server(endpoint)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> str:
+    """A fresh, empty bucket on the local S3 server (usable from sync and async code)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from uploadpools.media.s3 import S3Storage
+
+    name = f"media-{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        st = S3Storage(
+            bucket=name,
+            access_key_id=s3_server.access_key,
+            secret_access_key=s3_server.secret_key,
+            endpoint_url=s3_server.endpoint,
+        )
+        await st.ensure_bucket()
+        await st.aclose()
+
+    # Its own event loop in a thread: callers may already be inside one.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
+    return name

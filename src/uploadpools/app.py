@@ -26,6 +26,10 @@ from uploadpools.kit.clock import Clock, clock_for
 from uploadpools.kit.problem import ProblemResponse, field_from_loc, problem_body, problem_for
 from uploadpools.media.endpoints import router as media_router
 from uploadpools.media.service import MediaFetcher, storage_for
+from uploadpools.ops.endpoints import router as metrics_router
+from uploadpools.ops.health import probe_engine
+from uploadpools.ops.health import router as health_router
+from uploadpools.ops.logs import RequestIdMiddleware
 from uploadpools.pools.endpoints import router as pools_router
 from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
@@ -94,6 +98,7 @@ def create_app(
         http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0))
         storage = storage_for(settings)
         fetcher = MediaFetcher(maker, settings, clock, storage, http)
+        readiness = probe_engine(settings)
         app.state.uploadpools = AppState(
             settings=settings,
             engine=engine,
@@ -103,6 +108,7 @@ def create_app(
             http=http,
             fetcher=fetcher,
             principals=PrincipalCache(timedelta(seconds=settings.api_key_cache_seconds)),
+            probe_engine=readiness,
         )
         if run_background:
             runner = Engine(maker, settings, clock, storage, http, fetcher, role="serve")
@@ -115,6 +121,9 @@ def create_app(
                 await runner.stop()
             if http_client is None:
                 await http.aclose()
+            await readiness.dispose()
+            if hasattr(storage, "aclose"):
+                await storage.aclose()
             await engine.dispose()
 
     app = FastAPI(
@@ -127,6 +136,7 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     api = APIRouter(prefix="/api/v1")
     for r in (
         connect_api_router,
@@ -140,5 +150,7 @@ def create_app(
     app.include_router(api)
     app.include_router(connect_router, include_in_schema=False)
     app.include_router(media_router, include_in_schema=False)
+    app.include_router(health_router)
+    app.include_router(metrics_router)
     install_web(app)
     return app

@@ -16,6 +16,7 @@ from uploadpools.config import Settings
 from uploadpools.kit.clock import SystemClock, clock_for
 from uploadpools.kit.crypto import generate_password, hash_password
 from uploadpools.kit.memory import limit_malloc_arenas
+from uploadpools.ops.logs import configure_logging
 
 app = typer.Typer(
     help="Upload Pools: post short videos from FIFO pools on a fixed rhythm.", no_args_is_help=True
@@ -143,6 +144,7 @@ def serve(
 ) -> None:
     """Serve the API and web UI (and run the engine), migrating an empty data dir first."""
     settings = Settings()
+    configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.secret()  # generated into the data dir on first start
     # Migrating (alembic, SQLAlchemy, the models) runs in a child process that exits
@@ -184,6 +186,8 @@ def serve(
         host=host,
         port=port,
         log_level=settings.log_level.lower(),
+        log_config=None,  # configure_logging's handler; our middleware logs access lines
+        access_log=False,
     )
 
 
@@ -217,13 +221,29 @@ async def _worker_main(settings: Settings) -> None:
         typer.echo(f"worker {runner.node} running; SIGTERM finishes or releases in-flight posts")
         await stop.wait()
         await runner.stop()
+    if hasattr(storage, "aclose"):
+        await storage.aclose()
     await engine.dispose()
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's Prometheus counters on this port (GET /metrics)."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = "127.0.0.1",
+) -> None:
     """Run the engine alone (any number of these against one PostgreSQL database)."""
-    _run(_worker_main(Settings()))
+    settings = Settings()
+    configure_logging(settings)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from uploadpools.ops.metrics import REGISTRY
+
+        start_http_server(metrics_port, addr=metrics_host, registry=REGISTRY)
+    _run(_worker_main(settings))
 
 
 @app.command()
@@ -267,24 +287,44 @@ def audit(
 
 @app.command()
 def status() -> None:
-    """Engine processes and their last heartbeats."""
-    from sqlalchemy import select
+    """Engine processes: role, loops, state, last heartbeat age and posts in flight."""
+    from sqlalchemy import func, select
 
-    from uploadpools.models import EngineNode
+    from uploadpools.engine.worker import STALE_AFTER_SECONDS
+    from uploadpools.models import Delivery, EngineNode
+
+    settings = Settings()
 
     async def go(session: Any) -> Any:
-        return (
+        nodes = (
             await session.scalars(select(EngineNode).order_by(EngineNode.heartbeat_at.desc()))
         ).all()
+        inflight = dict(
+            (
+                await session.execute(
+                    select(Delivery.lease_owner, func.count())
+                    .where(Delivery.status == "in_progress")
+                    .group_by(Delivery.lease_owner)
+                )
+            ).all()
+        )
+        return nodes, inflight
 
-    now = SystemClock().now()
-    nodes = _run(_with_session(Settings(), go))
+    now = clock_for(settings.clock_offset_file).now()
+    nodes, inflight = _run(_with_session(settings, go))
     if not nodes:
         typer.echo("no engine has run against this database")
+        return
+    typer.echo(
+        f"{'NODE':40} {'ROLE':7} {'LOOPS':25} {'STATE':8} {'LAST BEAT':>10} {'IN FLIGHT':>9}"
+    )
     for n in nodes:
         age = (now - n.heartbeat_at).total_seconds()
-        state = "stopped" if n.stopped_at else ("alive" if age < 30 else "silent")
-        typer.echo(f"{n.id:40} {n.role:7} {state:8} last heartbeat {age:.0f}s ago")
+        state = "stopped" if n.stopped_at else ("alive" if age < STALE_AFTER_SECONDS else "silent")
+        typer.echo(
+            f"{n.id:40} {n.role:7} {n.roles or '-':25} {state:8} {f'{age:.0f}s ago':>10} "
+            f"{inflight.get(n.id, 0):>9}"
+        )
 
 
 @users_app.command("create")

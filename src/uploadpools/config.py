@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     secret_key: SecretStr | None = None
     log_level: str = "INFO"
+    # "json": one JSON object per line (for log shippers); "text": for people.
+    log_format: Literal["json", "text"] = "text"
+    # When set, GET /metrics wants `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
     # Tests and demos only: shift this process's clock by the seconds written in the file.
     clock_offset_file: Path | None = None
     # A verified API key is trusted for this long without asking the database again, so a
@@ -52,6 +56,15 @@ class Settings(BaseSettings):
     media_url_ttl_s: int = Field(default=24 * 3600, ge=60)
 
     folder_targets_root: Path | None = None
+
+    # Media storage: the data directory, or an S3-compatible bucket shared by all nodes.
+    storage: Literal["local", "s3"] = "local"
+    s3_endpoint_url: str | None = None  # unset = AWS (https://s3.<region>.amazonaws.com)
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
 
     # Plans
     default_free_quota: int = Field(default=13, ge=0)
@@ -205,6 +218,18 @@ class Settings(BaseSettings):
         if value % (256 * 1024):
             raise ValueError("must be a multiple of 262144 (256 KiB)")
         return value
+
+    @model_validator(mode="after")
+    def _require_s3_settings(self) -> Settings:
+        if self.storage == "s3":
+            missing = [
+                f"UPLOADPOOLS_S3_{name.upper()}"
+                for name in ("bucket", "access_key_id", "secret_access_key")
+                if not getattr(self, f"s3_{name}")
+            ]
+            if missing:
+                raise ValueError(f"UPLOADPOOLS_STORAGE=s3 needs {', '.join(missing)}")
+        return self
 
     @model_validator(mode="after")
     def _refuse_clock_offset_in_production(self) -> Settings:

@@ -34,6 +34,8 @@ class AppState:
     fetcher: MediaFetcher
     engine_runner: Engine | None = None
     principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(timedelta(0)))
+    # Connection-per-use engine for /readyz (see ops.health).
+    probe_engine: AsyncEngine | None = None
 
     def wake(self) -> None:
         """Something the engine cares about changed in this process."""

@@ -408,3 +408,32 @@ class TestPostNextNow:
         pool, acc = await active_pool(client, tenant)
         r = await client.post(f"/api/v1/pools/{pool['id']}/slots/nope/fire", headers=tenant.headers)
         assert r.status_code == 404
+
+
+class TestOurDatabaseFailing:
+    async def test_a_job_save_that_cannot_reach_the_database_is_transient(
+        self, settings, clock, tmp_path
+    ):
+        """Not `platform_error`: the connector saves before its irreversible step, so
+        the engine may retry (the workers test saw skips when PostgreSQL refused clients)."""
+        import httpx
+
+        from uploadpools.connectors.base import Transient
+        from uploadpools.engine.dispatcher import Claimed, Dispatcher, _Jobs
+        from uploadpools.media.storage import LocalStorage
+        from uploadpools.store.engine import create_engine, create_sessionmaker
+
+        gone = settings.model_copy(
+            update={"database_url": f"sqlite:///{tmp_path}/no-such-dir/uploadpools.db"}
+        )
+        engine = create_engine(gone)
+        try:
+            async with httpx.AsyncClient() as http:
+                d = Dispatcher(
+                    create_sessionmaker(engine), gone, clock, LocalStorage(tmp_path), http
+                )
+                jobs = _Jobs(d, Claimed("d1", 1, False, "webhook", None))  # type: ignore[arg-type]
+                with pytest.raises(Transient, match="our database was unavailable"):
+                    await jobs.save({"upload": "session-uri"})
+        finally:
+            await engine.dispose()

@@ -103,3 +103,47 @@ class TestServe:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+class TestStatus:
+    async def test_status_lists_nodes_with_age_state_and_in_flight(
+        self, settings: Settings
+    ) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from uploadpools.models import EngineNode
+        from uploadpools.store.engine import create_engine, create_sessionmaker, session_scope
+
+        r = run_cli(settings, "status")
+        assert r.returncode == 0, r.stderr
+        assert "no engine has run" in r.stdout
+
+        now = datetime.now(UTC)
+        engine = create_engine(settings)
+        async with session_scope(create_sessionmaker(engine)) as s:
+            for node, role, loops, beat, stopped in (
+                ("hostA:11", "worker", "ticker,dispatcher", now - timedelta(seconds=3), None),
+                ("hostB:22", "serve", None, now - timedelta(minutes=10), None),
+                ("hostC:33", "worker", "fetcher", now - timedelta(minutes=20), now),
+            ):
+                s.add(
+                    EngineNode(
+                        id=node,
+                        hostname=node.split(":")[0],
+                        pid=int(node.split(":")[1]),
+                        role=role,
+                        roles=loops,
+                        started_at=now - timedelta(hours=1),
+                        heartbeat_at=beat,
+                        stopped_at=stopped,
+                    )
+                )
+        await engine.dispose()
+        r = run_cli(settings, "status")
+        assert r.returncode == 0, r.stderr
+        rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+        assert rows["hostA:11"][1:4] == ["worker", "ticker,dispatcher", "alive"]
+        assert rows["hostA:11"][-1] == "0"
+        assert rows["hostB:22"][1:4] == ["serve", "-", "silent"]
+        assert 600 <= int(rows["hostB:22"][4].removesuffix("s")) < 900
+        assert rows["hostC:33"][1:4] == ["worker", "fetcher", "stopped"]

@@ -16,6 +16,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from apihelpers import fields, make_account, make_pool
 from uploadpools.models import Pool, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from uploadpools.notifications.service import notify
+from uploadpools.ops import metrics
 from uploadpools.store.engine import session_scope
 from uploadpools.webhooks.sender import RETRY_DELAYS, Sender
 
@@ -263,6 +264,8 @@ class TestDelivery:
     async def test_fails_twice_then_succeeds_with_the_same_webhook_id(
         self, client, tenant, allow_loopback, receiver, sender, clock, sample_mp4
     ):
+        attempts = metrics.WEBHOOK_ATTEMPTS
+        before = {o: attempts.labels(o)._value.get() for o in ("retry", "delivered")}
         hook = await subscribe(client, tenant, receiver.url)
         receiver.answer(500)
         receiver.answer(503)
@@ -288,6 +291,9 @@ class TestDelivery:
             (503, "HTTP 503"),
             (200, None),
         ]
+        # /metrics counts each attempt by outcome.
+        assert attempts.labels("retry")._value.get() - before["retry"] == 2
+        assert attempts.labels("delivered")._value.get() - before["delivered"] == 1
 
     async def test_retries_span_about_three_days_then_fail(
         self, client, tenant, allow_loopback, receiver, sender, clock, app

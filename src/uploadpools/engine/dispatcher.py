@@ -14,12 +14,14 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools.config import Settings
@@ -46,6 +48,8 @@ from uploadpools.kit.crypto import SecretBox
 from uploadpools.media.storage import Storage
 from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Workspace
 from uploadpools.notifications.service import notify
+from uploadpools.ops import metrics
+from uploadpools.ops.logs import engine_ids
 from uploadpools.store.engine import session_scope
 from uploadpools.webhooks import events
 
@@ -75,6 +79,22 @@ class Outcome:
     auth_expired: bool = False
 
 
+@contextlib.asynccontextmanager
+async def _our_database() -> AsyncIterator[None]:
+    """Our own database failing under a connector is transient, not the platform's fault.
+
+    Connectors save their job id before the irreversible step, so a save that fails means
+    nothing irreversible happened yet (or the saved marker before it lets the retry
+    reconcile): retrying is safe, skipping as `platform_error` would be wrong.
+    """
+    try:
+        yield
+    except (DBAPIError, OSError) as exc:
+        raise Transient(
+            f"our database was unavailable while saving the post's progress: {exc}"
+        ) from exc
+
+
 class _Jobs:
     """The JobStore a connector writes through, fenced by the lease token."""
 
@@ -83,7 +103,7 @@ class _Jobs:
         self.c = claimed
 
     async def save(self, job: dict[str, Any]) -> None:
-        async with session_scope(self.d.maker) as session:
+        async with _our_database(), session_scope(self.d.maker) as session:
             res = await session.execute(
                 update(Delivery)
                 .where(Delivery.id == self.c.delivery_id, Delivery.lease_token == self.c.token)
@@ -93,7 +113,7 @@ class _Jobs:
                 raise LeaseLost(self.c.delivery_id)
 
     async def save_config(self, config: dict[str, Any]) -> None:
-        async with session_scope(self.d.maker) as session:
+        async with _our_database(), session_scope(self.d.maker) as session:
             await session.execute(
                 update(Account)
                 .where(Account.id == self.c.request.account_id)
@@ -102,7 +122,7 @@ class _Jobs:
 
     async def load_config(self) -> dict[str, Any]:
         """The account's config as stored now (another worker may have rotated its tokens)."""
-        async with self.d.maker() as session:
+        async with _our_database(), self.d.maker() as session:
             raw = await session.scalar(
                 select(Account.credentials).where(Account.id == self.c.request.account_id)
             )
@@ -302,6 +322,10 @@ class Dispatcher:
         return total
 
     async def _run(self, c: Claimed) -> None:
+        with engine_ids(firing=c.request.firing_id, delivery=c.delivery_id):
+            await self._run_claimed(c)
+
+    async def _run_claimed(self, c: Claimed) -> None:
         async with self._sem:
             work = asyncio.create_task(self._publish(c))
             beat = asyncio.create_task(self._heartbeat(c, work))
@@ -407,6 +431,13 @@ class Dispatcher:
             firing = await session.get(Firing, d.firing_id)
             assert firing is not None
             await settle(session, firing, now)
+        metrics.delivery_finished(c.platform, outcome.status, outcome.reason)
+        log.info(
+            "delivery to %s: %s%s",
+            c.platform,
+            outcome.status,
+            f" ({outcome.reason})" if outcome.reason else "",
+        )
 
     async def _apply(self, session: AsyncSession, d: Delivery, o: Outcome, now: datetime) -> None:
         d.lease_owner = None

@@ -15,6 +15,7 @@ from uploadpools.config import Settings
 from uploadpools.kit.ids import new_id
 from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Slot
 from uploadpools.notifications.service import insert_notices, notify
+from uploadpools.ops import metrics
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository
 from uploadpools.webhooks import events
@@ -96,6 +97,8 @@ def delivery_rows(
             )
         else:
             all_final = False
+        if row["status"] == "skipped":  # final without an attempt: counted here
+            metrics.delivery_finished(account.platform, "skipped", row["reason"])
         rows.append(row)
     return rows, all_final
 
@@ -158,6 +161,7 @@ async def fire(
     item = await head_item(session, pool.id)
     if item is None:
         firing.outcome = "empty"
+        metrics.firing_settled("empty")
         note = empty_notice(pool, now)
         await session.flush()
         if note is not None:
@@ -253,6 +257,7 @@ async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
         firing.outcome = "partial"
     else:
         firing.outcome = "skipped"
+    metrics.firing_settled(firing.outcome)
     item.finished_at = now
     if posted:
         item.status = "dispatched"

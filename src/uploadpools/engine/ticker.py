@@ -42,6 +42,7 @@ from uploadpools.models import (
     SlotAccount,
 )
 from uploadpools.notifications.service import insert_notices
+from uploadpools.ops import metrics
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import SlotView
 from uploadpools.store import bulk
@@ -200,12 +201,21 @@ class Ticker:
         result = TickResult()
         now = self.clock.now()
         while True:
+            created: list[dict[str, Any]] = []
             async with session_scope(self.maker) as session:
-                handled = await self._batch(session, now, result)
+                handled = await self._batch(session, now, result, created)
+            for row in created:  # counted once committed
+                metrics.firing_created(row["outcome"], row["scheduled_for"], row["fired_at"])
             if not handled:
                 return result
 
-    async def _batch(self, session: AsyncSession, now: datetime, result: TickResult) -> int:
+    async def _batch(
+        self,
+        session: AsyncSession,
+        now: datetime,
+        result: TickResult,
+        created: list[dict[str, Any]],
+    ) -> int:
         # The most overdue slots first, through the next_fire_at index; the pool rows are
         # locked, and LIMIT applies after SKIP LOCKED, so a second ticker takes the next
         # pools instead of finding this batch's pools locked. A pool with two due slots
@@ -354,6 +364,7 @@ class Ticker:
                 .values(empty_since=now)
             )
         await bulk.insert_rows(session, Firing.__table__, firing_rows)
+        created.extend(firing_rows)
         await bulk.update_by_id(
             session,
             QueueItem.__table__,

@@ -45,6 +45,11 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
+# A node whose last heartbeat is older than this is considered gone (status, /readyz).
+STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+_ROLE_ORDER = ("ticker", "dispatcher", "fetcher", "webhooks", "mailer")
+
+
 class Engine:
     def __init__(
         self,
@@ -175,6 +180,7 @@ class Engine:
             node.heartbeat_at = now
             node.stopped_at = now if stopped else None
             node.role = self.role
+            node.roles = ",".join(r for r in _ROLE_ORDER if r in self.settings.engine_roles)
 
     async def start(self) -> None:
         # One LISTEN connection wakes every loop.

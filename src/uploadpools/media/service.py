@@ -27,6 +27,18 @@ log = logging.getLogger(__name__)
 
 
 def storage_for(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        from uploadpools.media.s3 import S3Storage  # only S3 deployments load it
+
+        assert settings.s3_bucket and settings.s3_access_key_id and settings.s3_secret_access_key
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key.get_secret_value(),
+            region=settings.s3_region,
+            endpoint_url=settings.s3_endpoint_url,
+            prefix=settings.s3_prefix,
+        )
     return LocalStorage(settings.media_dir)
 
 

@@ -17,6 +17,8 @@ class EngineNode(Base):
     hostname: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))  # serve | worker
+    # The loops it runs, comma-separated: ticker,dispatcher,fetcher (UPLOADPOOLS_ENGINE_ROLES).
+    roles: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime]
     heartbeat_at: Mapped[datetime] = mapped_column(index=True)
     stopped_at: Mapped[datetime | None]

@@ -62,7 +62,9 @@ def page(
 
 def is_web_path(path: str) -> bool:
     """Web pages get HTML errors; the API and media URLs keep problem+json."""
-    return not path.startswith(("/api/", "/media/", "/openapi.json", "/docs"))
+    return not path.startswith(
+        ("/api/", "/media/", "/openapi.json", "/docs", "/healthz", "/readyz", "/metrics")
+    )
 
 
 def error_page(request: Request, status: int, title: str, detail: str) -> Response:

@@ -39,6 +39,7 @@ from uploadpools.kit.clock import Clock, SystemClock
 from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
 from uploadpools.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from uploadpools.notifications.service import notify
+from uploadpools.ops import metrics
 from uploadpools.store.engine import session_scope
 from uploadpools.webhooks.events import iso, render
 from uploadpools.webhooks.service import WebhookService
@@ -282,6 +283,12 @@ class Sender:
             return Result(None, f"could not connect: {str(exc) or type(exc).__name__}")
 
     async def _record(self, c: Claimed, at: datetime, result: Result) -> None:
+        outcome = await self._record_attempt(c, at, result)
+        if outcome is not None:  # counted once committed
+            metrics.WEBHOOK_ATTEMPTS.labels(outcome).inc()
+
+    async def _record_attempt(self, c: Claimed, at: datetime, result: Result) -> str | None:
+        """The attempt's outcome (delivered, gone, retry, failed); None when fenced off."""
         now = self.clock.now()
         async with session_scope(self.maker) as session:
             d = await session.scalar(
@@ -291,7 +298,7 @@ class Sender:
             )
             if d is None or d.status != "sending":
                 log.warning("webhook delivery %s: lease lost, attempt not recorded", c.delivery_id)
-                return
+                return None
             d.log = [
                 *d.log,
                 {"at": iso(at), "status_code": result.status_code, "error": result.error},
@@ -301,21 +308,22 @@ class Sender:
                 d.status = "delivered"
                 d.finished_at = now
                 d.next_attempt_at = None
-                return
+                return "delivered"
             if result.status_code == 410:
                 d.status = "failed"
                 d.finished_at = now
                 d.next_attempt_at = None
                 await self._disable(session, c.endpoint_id, now)
-                return
+                return "gone"
             delay = retry_delay(d.attempts)
             if delay is None:
                 d.status = "failed"
                 d.finished_at = now
                 d.next_attempt_at = None
-            else:
-                d.status = "pending"
-                d.next_attempt_at = now + delay
+                return "failed"
+            d.status = "pending"
+            d.next_attempt_at = now + delay
+            return "retry"
 
     async def _disable(self, session: AsyncSession, endpoint_id: str, now: datetime) -> None:
         endpoint = await session.get(WebhookEndpoint, endpoint_id)

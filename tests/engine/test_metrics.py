@@ -1,0 +1,87 @@
+"""`/metrics`: a firing driven through the engine shows up in the series."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from test_ticker import NINE, active_pool, upload_n
+
+from uploadpools.ops import metrics
+
+
+async def scrape(client: httpx.AsyncClient, **headers: str) -> dict[tuple[str, tuple], float]:
+    r = await client.get("/metrics", headers=headers)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def delta(after: dict, before: dict, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+class TestMetrics:
+    async def test_a_firing_moves_the_series(  # type: ignore[no-untyped-def]
+        self, client, tenant, clock, engine, sample_mp4
+    ) -> None:
+        pool, _acc = await active_pool(client, tenant)
+        await upload_n(client, tenant, pool["id"], sample_mp4, 3)
+        before = await scrape(client)
+        assert before[("uploadpools_queue_depth", (("pool_id", pool["id"]),))] == 3
+        assert before[("uploadpools_queue_depth_total", ())] == 3
+
+        clock.set(NINE + timedelta(seconds=7))  # seven seconds late
+        await engine.run()
+        metrics.WEBHOOK_ATTEMPTS.labels("delivered").inc()  # the hook the webhooks module calls
+        after = await scrape(client)
+
+        assert delta(after, before, "uploadpools_firings_total", outcome="dispatched") == 1
+        assert (
+            delta(
+                after,
+                before,
+                "uploadpools_deliveries_total",
+                platform="folder",
+                outcome="posted",
+                reason="",
+            )
+            == 1
+        )
+        lateness = "uploadpools_firing_lateness_seconds"
+        assert delta(after, before, f"{lateness}_count") == 1
+        assert delta(after, before, f"{lateness}_sum") == 7
+        assert delta(after, before, f"{lateness}_bucket", le="5.0") == 0
+        assert delta(after, before, f"{lateness}_bucket", le="10.0") == 1
+        assert after[("uploadpools_queue_depth", (("pool_id", pool["id"]),))] == 2
+        assert after[("uploadpools_queue_depth_total", ())] == 2
+        assert after[("uploadpools_quota_used", (("owner_id", tenant.user_id),))] == 1
+        assert after[("uploadpools_quota_used_total", ())] == 1
+        assert delta(after, before, "uploadpools_webhook_attempts_total", outcome="delivered") == 1
+
+    async def test_pool_series_are_capped(  # type: ignore[no-untyped-def]
+        self, client, tenant, sample_mp4, monkeypatch
+    ) -> None:
+        monkeypatch.setattr(metrics, "SERIES_CAP", 1)
+        big, _ = await active_pool(client, tenant)
+        small, _ = await active_pool(client, tenant)
+        await upload_n(client, tenant, big["id"], sample_mp4, 2)
+        await upload_n(client, tenant, small["id"], sample_mp4, 1)
+        got = await scrape(client)
+        depth = {k[1]: v for k, v in got.items() if k[0] == "uploadpools_queue_depth"}
+        assert depth == {(("pool_id", big["id"]),): 2, (("pool_id", "_other"),): 1}
+
+    async def test_token_protects_metrics(self, client, settings) -> None:  # type: ignore[no-untyped-def]
+        from pydantic import SecretStr
+
+        settings.metrics_token = SecretStr("scrape-me-0123456789")
+        assert (await client.get("/metrics")).status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await client.get("/metrics", headers=bad)).status_code == 401
+        await scrape(client, Authorization="Bearer scrape-me-0123456789")

@@ -228,6 +228,17 @@ def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mp4(tmp_path_factory.mktemp("media") / "sample.mp4", seconds=1.0)
 
 
+@pytest.fixture(scope="session")
+def vertical_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short 9:16 video that every platform's pre-flight accepts (TikTok wants ≥ 360 px,
+    YouTube Shorts vertical or square)."""
+    from media_samples import make_mp4
+
+    return make_mp4(
+        tmp_path_factory.mktemp("media") / "vertical.mp4", seconds=1.0, width=360, height=640
+    )
+
+
 @dataclass
 class EngineParts:
     ticker: object

@@ -815,7 +815,7 @@ NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after conftest's START
 
 class TestThroughTheEngine:
     @pytest.fixture
-    async def posting(self, app, client, tenant, settings, clock, fake, sample_mp4):  # type: ignore[no-untyped-def]
+    async def posting(self, app, client, tenant, settings, clock, fake, vertical_mp4):  # type: ignore[no-untyped-def]
         """A TikTok account in an active pool with a 09:00 UTC slot and one queued video."""
         tiktok_settings(settings, fake)
         settings.tiktok_default_privacy_level = "PUBLIC_TO_EVERYONE"
@@ -834,7 +834,7 @@ class TestThroughTheEngine:
             s.add(acc)
             await s.commit()
         pool = await make_pool(client, tenant, acc.id, timezone="UTC", state="active")
-        with sample_mp4.open("rb") as f:
+        with vertical_mp4.open("rb") as f:
             r = await client.post(
                 f"/api/v1/pools/{pool['id']}/videos",
                 files={"file": ("v.mp4", f, "video/mp4")},

@@ -57,6 +57,17 @@ def tokens_to_config(tokens: TokenSet, remote_id: str | None = None) -> dict[str
     return config
 
 
+def flatten_extra(data: Any) -> Any:
+    """A stored token set (``tokens_to_config``) as a connector's config model reads it:
+    the platform specifics in ``extra`` lifted beside the tokens (top-level keys win)."""
+    if isinstance(data, dict) and isinstance(data.get("extra"), dict):
+        merged = {k: v for k, v in data.items() if k != "extra"}
+        for k, v in data["extra"].items():
+            merged.setdefault(k, v)
+        return merged
+    return data
+
+
 def tokens_from_config(config: dict[str, Any]) -> TokenSet:
     c = OAuthConfig.model_validate(config)
     return TokenSet(

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from uploadpools.connectors.oauth import Identity, TokenSet
+from uploadpools.connectors.oauth_session import flatten_extra
 
 __all__ = ["InstagramConfig", "InstagramOptions", "count_tags"]
 
@@ -46,13 +47,7 @@ class InstagramConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_token_set(cls, data: Any) -> Any:
-        # The shared connect flow may store a TokenSet as a dict: its ``extra`` holds ours.
-        if isinstance(data, dict) and isinstance(data.get("extra"), dict):
-            merged = {k: v for k, v in data.items() if k != "extra"}
-            for k, v in data["extra"].items():
-                merged.setdefault(k, v)
-            return merged
-        return data
+        return flatten_extra(data)  # as the shared connect flow stores it
 
     @classmethod
     def from_tokens(cls, tokens: TokenSet, identity: Identity | None = None) -> InstagramConfig:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from uploadpools.connectors.oauth import TokenSet
+from uploadpools.connectors.oauth_session import flatten_extra
 
 
 class TikTokConfig(BaseModel):
@@ -27,13 +28,7 @@ class TikTokConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _from_token_set(cls, data: Any) -> Any:
-        # The shared connect flow stores a TokenSet as a dict: its ``extra`` holds open_id.
-        if isinstance(data, dict) and isinstance(data.get("extra"), dict):
-            merged = {k: v for k, v in data.items() if k != "extra"}
-            for k, v in data["extra"].items():
-                merged.setdefault(k, v)
-            return merged
-        return data
+        return flatten_extra(data)  # as the shared connect flow stores it
 
     @field_validator("expires_at", "refresh_expires_at")
     @classmethod

@@ -305,3 +305,45 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def platform_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short vertical video YouTube, TikTok and Instagram all take: TikTok wants at least
+    360 px a side, Instagram Reels at least 3 s, YouTube Shorts vertical or square."""
+    from media_samples import make_mp4
+
+    path = tmp_path_factory.mktemp("platforms") / "vertical.mp4"
+    return make_mp4(path, seconds=3.2, width=360, height=640)
+
+
+# The fake platforms (tests/fakes/) on 127.0.0.1, with the app's settings pointed at them.
+
+
+@pytest.fixture
+def google_app(settings: Settings) -> Iterator[object]:
+    from fakes.youtube import fake_google
+
+    with fake_google() as fake:
+        fake.configure(settings)
+        yield fake
+
+
+@pytest.fixture
+def tiktok_app(settings: Settings) -> Iterator[object]:
+    from fakes import tiktok
+    from platformhelpers import point_tiktok
+
+    with tiktok.running() as fake:
+        point_tiktok(settings, fake)
+        yield fake
+
+
+@pytest.fixture
+def instagram_app(settings: Settings, clock: FrozenClock) -> Iterator[object]:
+    from fakes import instagram
+    from platformhelpers import point_instagram
+
+    with instagram.running(instagram.FakeInstagram(clock)) as fake:
+        point_instagram(settings, fake)
+        yield fake

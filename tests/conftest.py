@@ -228,17 +228,6 @@ def sample_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mp4(tmp_path_factory.mktemp("media") / "sample.mp4", seconds=1.0)
 
 
-@pytest.fixture(scope="session")
-def vertical_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short 9:16 video that every platform's pre-flight accepts (TikTok wants ≥ 360 px,
-    YouTube Shorts vertical or square)."""
-    from media_samples import make_mp4
-
-    return make_mp4(
-        tmp_path_factory.mktemp("media") / "vertical.mp4", seconds=1.0, width=360, height=640
-    )
-
-
 @dataclass
 class EngineParts:
     ticker: object
@@ -394,3 +383,45 @@ def s3_bucket(s3_server: S3Server) -> str:
     with ThreadPoolExecutor(1) as pool:
         pool.submit(asyncio.run, create()).result()
     return name
+
+
+@pytest.fixture(scope="session")
+def platform_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short vertical video YouTube, TikTok and Instagram all take: TikTok wants at least
+    360 px a side, Instagram Reels at least 3 s, YouTube Shorts vertical or square."""
+    from media_samples import make_mp4
+
+    path = tmp_path_factory.mktemp("platforms") / "vertical.mp4"
+    return make_mp4(path, seconds=3.2, width=360, height=640)
+
+
+# The fake platforms (tests/fakes/) on 127.0.0.1, with the app's settings pointed at them.
+
+
+@pytest.fixture
+def google_app(settings: Settings) -> Iterator[object]:
+    from fakes.youtube import fake_google
+
+    with fake_google() as fake:
+        fake.configure(settings)
+        yield fake
+
+
+@pytest.fixture
+def tiktok_app(settings: Settings) -> Iterator[object]:
+    from fakes import tiktok
+    from platformhelpers import point_tiktok
+
+    with tiktok.running() as fake:
+        point_tiktok(settings, fake)
+        yield fake
+
+
+@pytest.fixture
+def instagram_app(settings: Settings, clock: FrozenClock) -> Iterator[object]:
+    from fakes import instagram
+    from platformhelpers import point_instagram
+
+    with instagram.running(instagram.FakeInstagram(clock)) as fake:
+        point_instagram(settings, fake)
+        yield fake

@@ -13,21 +13,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from pydantic import SecretStr
-from sqlalchemy import select
 
 from apihelpers import make_pool
 from connectorhelpers import media_ref, offline_settings_for, publish_request
 from fakes.instagram import (
     CLIENT_ID,
-    CLIENT_SECRET,
     PUBLISH_CAP,
-    VERSION,
     FakeInstagram,
     graph_error,
     running,
 )
 from media_samples import make_mp4
+from platformhelpers import point_instagram, serve_media
 from uploadpools.accounts.schemas import AccountCreate
 from uploadpools.accounts.service import AccountService
 from uploadpools.config import Settings
@@ -47,20 +44,11 @@ from uploadpools.connectors.instagram.graph import graph_error as classify
 from uploadpools.connectors.instagram.oauth import InstagramOAuth
 from uploadpools.connectors.oauth import OAuthProvider
 from uploadpools.kit.clock import FrozenClock
-from uploadpools.models import QueueItem
+from uploadpools.kit.crypto import SecretBox
+from uploadpools.models import Account
 from uploadpools.store.engine import session_scope
 
 REDIRECT = "https://up.example/connect/instagram/callback"
-
-
-def point_at(settings: Settings, fake: FakeInstagram) -> Settings:
-    settings.instagram_client_id = CLIENT_ID
-    settings.instagram_client_secret = SecretStr(CLIENT_SECRET)
-    settings.instagram_graph_version = VERSION
-    settings.instagram_graph_base = fake.base
-    settings.instagram_auth_base = fake.base
-    settings.instagram_poll_interval_s = 0
-    return settings
 
 
 @pytest.fixture
@@ -71,7 +59,7 @@ def fake(clock: FrozenClock) -> Iterator[FakeInstagram]:
 
 @pytest.fixture
 def ig_settings(tmp_path: Path, fake: FakeInstagram) -> Settings:
-    return point_at(offline_settings_for(tmp_path), fake)
+    return point_instagram(offline_settings_for(tmp_path), fake)
 
 
 @pytest.fixture
@@ -650,8 +638,7 @@ async def through_engine(app, client, tenant, settings, fake, file_server, reel_
 
     The app's public URL is the file server, which serves the video under the signed
     media path, so the fake downloads it as Instagram would from a public server."""
-    point_at(settings, fake)
-    settings.public_url = f"http://127.0.0.1:{file_server.port}"
+    point_instagram(settings, fake)
     st = app.state.uploadpools
     token = fake.long_lived_token()
     async with session_scope(st.maker) as s:
@@ -671,10 +658,7 @@ async def through_engine(app, client, tenant, settings, fake, file_server, reel_
         )
     assert r.status_code == 201, r.text
     item = r.json()
-    async with st.maker() as s:
-        media_id = await s.scalar(select(QueueItem.media_id).where(QueueItem.id == item["id"]))
-    (file_server.root / "media").mkdir()
-    shutil.copyfile(reel_mp4, file_server.root / "media" / str(media_id))
+    await serve_media(app, settings, file_server, item["id"], reel_mp4)
     return {"pool": pool["id"], "item": item["id"], "account": account.id, "token": token}
 
 
@@ -723,6 +707,29 @@ class TestThroughTheEngine:
         assert r.json()["status"] == "needs_reauth"
         assert "account.needs_reauth" in {n["kind"] for n in notes}
         assert fake.posts == []
+
+    async def test_refused_refresh_makes_the_account_need_reauth(
+        self, app, client, tenant, engine, clock, fake, settings, through_engine
+    ):  # type: ignore[no-untyped-def]
+        # A 50-day-old token is due for a refresh; the user revoked the app meanwhile.
+        old = fake.long_lived_token(issued_at=clock.now() - timedelta(days=50))
+        async with session_scope(app.state.uploadpools.maker) as s:
+            account = await s.get(Account, through_engine["account"])
+            account.credentials = SecretBox(settings.secret()).encrypt(
+                config_for(fake, old).model_dump(mode="json")
+            )
+        old.revoked = True
+        clock.set(NINE)
+        await engine.run()
+        item, d, notes = await outcome(client, tenant, through_engine)
+        assert (item["status"], d["reason"]) == ("skipped", "auth_expired")
+        r = await client.get(
+            f"/api/v1/accounts/{through_engine['account']}", headers=tenant.headers
+        )
+        assert r.json()["status"] == "needs_reauth"
+        assert "account.needs_reauth" in {n["kind"] for n in notes}
+        assert [p for _, p, _ in fake.requests] == ["/refresh_access_token"]
+        assert fake.containers_created() == 0
 
     @pytest.mark.parametrize("dies_at", [2, 3], ids=["before-publish", "after-publish"])
     async def test_worker_dying_mid_post_ends_with_exactly_one_post(

@@ -17,11 +17,11 @@ import pytest
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
 from apihelpers import make_pool
 from connectorhelpers import offline_settings_for, publish_request
-from fakes.tiktok import CLIENT_KEY, CLIENT_SECRET, FakeTikTok, check_source_info, running
+from fakes.tiktok import CLIENT_KEY, FakeTikTok, check_source_info, running
+from platformhelpers import point_tiktok
 from uploadpools.config import Settings
 from uploadpools.connectors.base import (
     UNKNOWN,
@@ -53,18 +53,9 @@ def fake() -> Iterator[FakeTikTok]:
         yield f
 
 
-def tiktok_settings(settings: Settings, fake: FakeTikTok) -> Settings:
-    settings.tiktok_client_key = CLIENT_KEY
-    settings.tiktok_client_secret = SecretStr(CLIENT_SECRET)
-    settings.tiktok_api_base = fake.url
-    settings.tiktok_auth_base = fake.url
-    settings.tiktok_poll_interval_s = 0
-    return settings
-
-
 @pytest.fixture
 def offline(tmp_path: Path, fake: FakeTikTok) -> Settings:
-    return tiktok_settings(offline_settings_for(tmp_path), fake)
+    return point_tiktok(offline_settings_for(tmp_path), fake)
 
 
 @pytest.fixture
@@ -815,9 +806,9 @@ NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after conftest's START
 
 class TestThroughTheEngine:
     @pytest.fixture
-    async def posting(self, app, client, tenant, settings, clock, fake, vertical_mp4):  # type: ignore[no-untyped-def]
+    async def posting(self, app, client, tenant, settings, clock, fake, platform_mp4):  # type: ignore[no-untyped-def]
         """A TikTok account in an active pool with a 09:00 UTC slot and one queued video."""
-        tiktok_settings(settings, fake)
+        point_tiktok(settings, fake)
         settings.tiktok_default_privacy_level = "PUBLIC_TO_EVERYONE"
         config = account(fake, clock)
         box = SecretBox(settings.secret())
@@ -834,7 +825,7 @@ class TestThroughTheEngine:
             s.add(acc)
             await s.commit()
         pool = await make_pool(client, tenant, acc.id, timezone="UTC", state="active")
-        with vertical_mp4.open("rb") as f:
+        with platform_mp4.open("rb") as f:
             r = await client.post(
                 f"/api/v1/pools/{pool['id']}/videos",
                 files={"file": ("v.mp4", f, "video/mp4")},

@@ -342,13 +342,6 @@ def vertical_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mp4(tmp_path_factory.mktemp("yt") / "v.mp4", seconds=1.0, width=96, height=160)
 
 
-@pytest.fixture
-def google_app(settings) -> Iterator[FakeGoogle]:  # type: ignore[no-untyped-def]
-    with fake_google() as fake:
-        fake.configure(settings)
-        yield fake
-
-
 async def youtube_account(app, tenant, google, clock, settings, **config_over) -> str:  # type: ignore[no-untyped-def]
     config = {**config_for(google, clock), **config_over}
     async with app.state.uploadpools.maker() as s:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -10,17 +10,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from fakes.youtube import FakeGoogle, fake_google
 from uploadpools.kit.crypto import SecretBox
 from uploadpools.models import Account
 from webhelpers import sign_in
-
-
-@pytest.fixture
-def google(settings) -> Iterator[FakeGoogle]:  # type: ignore[no-untyped-def]
-    with fake_google() as fake:
-        fake.configure(settings)
-        yield fake
 
 
 @pytest.fixture
@@ -52,11 +44,11 @@ async def accounts(app) -> list[Account]:  # type: ignore[no-untyped-def]
 
 class TestConnect:
     async def test_consent_connects_the_channel_with_encrypted_tokens(
-        self, client, tenant, google, browser, app, settings
+        self, client, tenant, google_app, browser, app, settings
     ):
         url = await start(client, tenant)
         q = parse_qs(urlsplit(url).query)
-        assert url.startswith(google.base + "/o/oauth2/v2/auth?")
+        assert url.startswith(google_app.base + "/o/oauth2/v2/auth?")
         assert q["access_type"] == ["offline"] and q["prompt"] == ["consent"]
         assert q["code_challenge_method"] == ["S256"]
         assert q["redirect_uri"] == ["http://testserver/connect/youtube/callback"]
@@ -70,18 +62,18 @@ class TestConnect:
             "Fake Channel",
             "connected",
         )
-        assert acc.remote_id == google.channel_id
+        assert acc.remote_id == google_app.channel_id
         # Stored encrypted: the raw column does not contain the token.
         config = SecretBox(settings.secret()).decrypt(acc.credentials)
-        assert config["access_token"] in google.access_tokens
-        assert config["refresh_token"] in google.refresh_tokens
+        assert config["access_token"] in google_app.access_tokens
+        assert config["refresh_token"] in google_app.refresh_tokens
         assert config["access_token"].encode() not in acc.credentials
         listed = (await client.get("/api/v1/accounts", headers=tenant.headers)).json()["items"]
         assert [(a["platform"], a["name"]) for a in listed] == [("youtube", "Fake Channel")]
         assert "access_token" not in str(listed)
 
     async def test_reconnecting_the_same_channel_updates_it_back_to_connected(
-        self, client, tenant, google, browser, app
+        self, client, tenant, google_app, browser, app
     ):
         await client.get(await consent(browser, await start(client, tenant)))
         (acc,) = await accounts(app)
@@ -94,7 +86,7 @@ class TestConnect:
         (again,) = await accounts(app)
         assert (again.id, again.status) == (acc.id, "connected")
 
-    async def test_the_api_gives_the_authorize_url(self, client, tenant, google, browser, app):
+    async def test_the_api_gives_the_authorize_url(self, client, tenant, google_app, browser, app):
         r = await client.post("/api/v1/accounts/connect/youtube", headers=tenant.headers)
         assert r.status_code == 200, r.text
         url = r.json()["authorize_url"]
@@ -109,15 +101,15 @@ class TestConnect:
 
 class TestRefused:
     async def test_declined_consent_says_so_and_connects_nothing(
-        self, client, tenant, google, browser, app
+        self, client, tenant, google_app, browser, app
     ):
-        google.refuse_consent = True
+        google_app.refuse_consent = True
         r = await client.get(await consent(browser, await start(client, tenant)))
         assert r.status_code == 400
         assert "declined" in r.text and "access_denied" in r.text
         assert await accounts(app) == []
 
-    async def test_tampered_state_is_refused(self, client, tenant, google, browser, app):
+    async def test_tampered_state_is_refused(self, client, tenant, google_app, browser, app):
         path = await consent(browser, await start(client, tenant))
         q = parse_qs(urlsplit(path).query)
         state = q["state"][0]
@@ -128,7 +120,7 @@ class TestRefused:
         assert r.status_code == 400 and "not one this server made" in r.text
         assert await accounts(app) == []
 
-    async def test_expired_state_is_refused(self, client, tenant, google, browser, app, clock):
+    async def test_expired_state_is_refused(self, client, tenant, google_app, browser, app, clock):
         path = await consent(browser, await start(client, tenant))
         clock.advance(timedelta(minutes=11))
         r = await client.get(path)
@@ -136,7 +128,7 @@ class TestRefused:
         assert await accounts(app) == []
 
     async def test_state_from_another_browser_is_refused(
-        self, client, tenant, google, browser, app
+        self, client, tenant, google_app, browser, app
     ):
         path = await consent(browser, await start(client, tenant))
         async with httpx.AsyncClient(
@@ -147,11 +139,11 @@ class TestRefused:
         assert await accounts(app) == []
 
     async def test_wrong_pkce_verifier_is_refused_by_google(
-        self, client, tenant, google, browser, app
+        self, client, tenant, google_app, browser, app
     ):
         path = await consent(browser, await start(client, tenant))
         code = parse_qs(urlsplit(path).query)["code"][0]
-        google.codes[code]["challenge"] = "not-the-challenge"
+        google_app.codes[code]["challenge"] = "not-the-challenge"
         r = await client.get(path)
         assert r.status_code == 400
         assert "Invalid code verifier" in r.text
@@ -166,7 +158,7 @@ class TestRefused:
         r = await client.get("/connect/youtube", headers=tenant.headers)
         assert r.status_code == 404 and "text/html" in r.headers["content-type"]
 
-    async def test_starting_from_the_api_needs_an_api_key(self, client, google):
+    async def test_starting_from_the_api_needs_an_api_key(self, client, google_app):
         r = await client.post("/api/v1/accounts/connect/youtube")
         assert r.status_code == 401
 
@@ -182,7 +174,7 @@ class TestRefused:
 
 class TestFromTheWebUI:
     async def test_signed_in_user_connects_and_lands_on_accounts(
-        self, client, tenant, google, browser, app
+        self, client, tenant, google_app, browser, app
     ):
         await sign_in(client, tenant.email)
         r = await client.get("/connect/youtube")  # no API key: the web session decides
@@ -194,7 +186,7 @@ class TestFromTheWebUI:
         page = await client.get("/accounts")
         assert "Fake Channel" in page.text
 
-    async def test_signed_out_browser_is_sent_to_sign_in(self, client, google):
+    async def test_signed_out_browser_is_sent_to_sign_in(self, client, google_app):
         r = await client.get("/connect/youtube")
         assert r.status_code == 303
         assert r.headers["location"] == "/signin?next=/connect/youtube"

@@ -17,14 +17,14 @@ from uploadpools.config import Settings
 from uploadpools.connectors.registry import OAUTH_PLATFORMS, OAUTH_PROVIDERS, oauth_provider
 from uploadpools.deps import AppState, SessionDep, StateDep
 from uploadpools.exceptions import UploadPoolsError, ValidationFailed
-from uploadpools.models import ApiKey, QuotaEntry, User, WebhookEndpoint, Workspace
+from uploadpools.models import ApiKey, QuotaEntry, WebhookEndpoint, Workspace
 from uploadpools.notifications.service import list_notifications, mark_read
 from uploadpools.web import webhooks
 from uploadpools.web.common import done
 from uploadpools.web.deps import FormUser, UserDep, rollback
 from uploadpools.web.render import page
 from uploadpools.web.session import SignedIn
-from uploadpools.workspace.service import month_bounds, usage
+from uploadpools.workspace.service import month_bounds, usage, usage_by_member
 
 router = APIRouter(include_in_schema=False)
 
@@ -199,15 +199,7 @@ async def usage_page(
             .order_by(Workspace.name)
         )
     ).all()
-    by_member = (
-        await session.execute(
-            select(User.email, func.count(QuotaEntry.id))
-            .join(User, User.id == QuotaEntry.user_id, isouter=True)
-            .where(QuotaEntry.owner_id == owner_id, QuotaEntry.period_start == period)
-            .group_by(User.email)
-            .order_by(User.email)
-        )
-    ).all()
+    by_member = [(m.email, m.used) for m in await usage_by_member(session, owner_id, now)]
     return page(
         request,
         "usage.html",

@@ -7,6 +7,7 @@ the measured part runs under cProfile (slower; for finding where the time goes).
 Run it against another checkout with ``PYTHONPATH=<checkout>/src`` for a baseline.
 
     .venv/bin/python bench/enqueue_cpu.py [--requests 1000] [--pool-state active]
+        [--multipart small.mp4]
 """
 
 from __future__ import annotations
@@ -76,10 +77,21 @@ async def measure(args: argparse.Namespace, data_dir: Path) -> None:
             r.raise_for_status()
             path = f"/api/v1/pools/{r.json()['id']}/videos"
 
+            video = (
+                await asyncio.to_thread(Path(args.multipart).read_bytes) if args.multipart else None
+            )
+
             async def one(i: int) -> None:
-                r = await c.post(
-                    path, json={"video_url": "http://127.0.0.1:9/v.mp4", "title": f"b{i}"}
-                )
+                if video is not None:
+                    r = await c.post(
+                        path,
+                        files={"file": ("v.mp4", video, "video/mp4")},
+                        data={"title": f"b{i}"},
+                    )
+                else:
+                    r = await c.post(
+                        path, json={"video_url": "http://127.0.0.1:9/v.mp4", "title": f"b{i}"}
+                    )
                 if r.status_code != 201:
                     raise SystemExit(f"enqueue answered {r.status_code}: {r.text}")
 
@@ -135,6 +147,9 @@ def main() -> int:
     p.add_argument("--pool-state", choices=("paused", "active"), default="paused")
     p.add_argument("--database-url", help="default: a SQLite file in a temp dir")
     p.add_argument("--sql", action="store_true", help="list the SQL of one enqueue")
+    p.add_argument(
+        "--multipart", metavar="MP4", help="upload this file (the multipart path) instead"
+    )
     p.add_argument(
         "--callgrind",
         action="store_true",

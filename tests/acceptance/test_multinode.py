@@ -182,7 +182,9 @@ async def test_two_workers_and_an_api_node_on_postgres_and_s3(
             check=True,
         )
         workers = [line.split() for line in status.stdout.splitlines() if " worker " in line]
-        assert [w[2:4] for w in workers] == [["ticker,dispatcher,fetcher", "alive"]] * 2
+        assert [w[2:4] for w in workers] == [
+            ["ticker,dispatcher,fetcher,webhooks,mailer", "alive"]
+        ] * 2
 
         expected = sample_mp4.read_bytes()
         for day in range(3):

@@ -12,6 +12,7 @@ from apihelpers import make_account, make_pool
 from media_samples import make_mp4
 from uploadpools.kit.crypto import SecretBox
 from uploadpools.models import Account, QueueItem
+from webhelpers import sign_in
 
 
 @pytest.fixture(scope="module")
@@ -179,3 +180,21 @@ def test_an_unknown_rule_in_the_setting_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="unknown rule"):
         Settings(_env_file=None, media_constraints={"youtube": {"max_seconds": 60}})  # type: ignore[call-arg]
+
+
+class TestWebDropZone:
+    async def test_the_drop_zone_runs_the_same_check_and_keeps_no_file(
+        self, client, tenant, app, settings, clock, sample_mp4
+    ):
+        pool = await mixed_pool(client, tenant, app, settings, clock)
+        csrf = await sign_in(client, tenant.email)
+        with sample_mp4.open("rb") as f:
+            r = await client.post(
+                f"/pools/{pool['id']}/upload",
+                files={"file": ("v.mp4", f, "video/mp4")},
+                headers={"X-CSRF-Token": csrf},
+            )
+        assert r.status_code == 422, r.text
+        assert "aspect ratio 320x240" in r.text
+        assert await queued(app) == 0
+        assert not any(p.is_file() for p in settings.media_dir.rglob("*"))

@@ -57,6 +57,7 @@ class TestUsage:
             "period_end": "2026-04-01T00:00:00Z",
             "used": 0,
             "limit": 13,
+            "by_member": [],
         }
 
     async def test_owner_quota_is_the_limit(self, client, make_tenant):
@@ -128,7 +129,18 @@ class TestUsage:
         assert (await get_usage(client, stranger))["used"] == 1
         # Every workspace of the owner sees the owner's one quota.
         r = await client.get(f"{API}/usage", headers={"Authorization": f"Bearer {second_key}"})
-        assert r.json() == await get_usage(client, owner)
+        first = await get_usage(client, owner)
+        second_usage = r.json()
+        assert {k: v for k, v in second_usage.items() if k != "by_member"} == {
+            k: v for k, v in first.items() if k != "by_member"
+        }
+        # `by_member` is each workspace's own share: no member of another workspace shows.
+        assert sorted((m["user_id"], m["used"]) for m in first["by_member"]) == sorted(
+            [(owner.user_id, 1), (member.id, 1)]
+        )
+        assert sorted((m["user_id"] or "", m["used"]) for m in second_usage["by_member"]) == sorted(
+            [(member.id, 1), ("", 1)]
+        )
 
     async def test_last_month_stops_counting_when_the_month_turns(self, client, tenant, app, clock):
         clock.set(datetime(2026, 12, 31, 23, 30, tzinfo=UTC))

@@ -13,16 +13,16 @@ from sqlalchemy import func, select
 
 from integration.test_tenancy import build_world, snapshot
 from uploadpools.auth.service import create_api_key
-from uploadpools.models import ApiKey, Membership, WebhookEndpoint
+from uploadpools.models import ApiKey, Membership, WebhookDelivery, WebhookEndpoint
 from uploadpools.store.engine import session_scope
 from uploadpools.web.members import add_member
-from uploadpools.web.webhooks import create_webhook
+from uploadpools.web.webhooks import create_webhook, send_test
 from webhelpers import sign_in
 
 MULTIPART = object()
 
 # (method, path, form). Placeholders as in the API's tenancy test, plus A's {a_key},
-# {a_webhook}, {a_member} and {a_workspace}.
+# {a_webhook}, {a_delivery}, {a_member} and {a_workspace}.
 WEB_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/pools/{a_pool}", None),
     ("GET", "/pools/{a_pool}/edit", None),
@@ -55,6 +55,10 @@ WEB_ROUTES: list[tuple[str, str, Any]] = [
     ("POST", "/notifications/{a_note}/read", {}),
     ("POST", "/api-keys/{a_key}/revoke", {}),
     ("POST", "/webhooks/{a_webhook}/delete", {}),
+    ("POST", "/webhooks/{a_webhook}/rotate", {}),
+    ("POST", "/webhooks/{a_webhook}/test", {}),
+    ("GET", "/webhooks/{a_webhook}/deliveries", None),
+    ("POST", "/webhooks/{a_webhook}/deliveries/{a_delivery}/resend", {}),
     ("POST", "/members/{a_member}/remove", {}),
     ("POST", "/workspace", {"workspace_id": "{a_workspace}"}),
 ]
@@ -118,6 +122,7 @@ async def build(client, app, make_tenant, clock):  # type: ignore[no-untyped-def
             ["pool.empty"],
             clock.now(),
         )
+        delivery = await send_test(s, settings, world.a.workspace_id, hook.id, clock.now())
         await add_member(
             s, world.a.workspace_id, "owner", "helper@example.com", "member", clock.now()
         )
@@ -127,7 +132,11 @@ async def build(client, app, make_tenant, clock):  # type: ignore[no-untyped-def
             )
         )
     world.ids.update(
-        a_key=key.id, a_webhook=hook.id, a_member=str(member), a_workspace=world.a.workspace_id
+        a_key=key.id,
+        a_webhook=hook.id,
+        a_delivery=delivery.id,
+        a_member=str(member),
+        a_workspace=world.a.workspace_id,
     )
     return world
 
@@ -144,6 +153,13 @@ async def a_state(client, app, world) -> dict[str, Any]:  # type: ignore[no-unty
                     *([ApiKey.revoked_at.is_(None)] if model is ApiKey else []),
                 )
             )
+        hook = await s.get(WebhookEndpoint, world.ids["a_webhook"])
+        out["hook_secret"] = hook.secret if hook else None
+        out["deliveries"] = await s.scalar(
+            select(func.count())
+            .select_from(WebhookDelivery)
+            .where(WebhookDelivery.endpoint_id == world.ids["a_webhook"])
+        )
     return out
 
 

@@ -259,7 +259,12 @@ class Dispatcher:
                 await skip("platform_daily_limit", cap)
                 return None
         if not await quota.reserve(
-            session, owner_id=ws.owner_id, workspace_id=ws.id, delivery_id=d.id, now=now
+            session,
+            owner_id=ws.owner_id,
+            workspace_id=ws.id,
+            delivery_id=d.id,
+            now=now,
+            user_id=item.added_by,
         ):
             await skip("quota_exceeded", "the owner's monthly upload quota is used up")
             return None

@@ -19,9 +19,16 @@ def low_threshold(limit: int) -> int:
 
 
 async def reserve(
-    session: AsyncSession, *, owner_id: str, workspace_id: str, delivery_id: str, now: datetime
+    session: AsyncSession,
+    *,
+    owner_id: str,
+    workspace_id: str,
+    delivery_id: str,
+    now: datetime,
+    user_id: str | None = None,
 ) -> bool:
-    """Reserve one unit for this delivery; False when the quota is exhausted.
+    """Reserve one unit for this delivery; False when the quota is exhausted. `user_id`
+    is the member who added the item (None for items nobody is recorded as adding).
 
     The owner's row is locked (PostgreSQL) or the database is (SQLite's IMMEDIATE
     transactions), so concurrent workers count and insert one at a time.
@@ -64,6 +71,7 @@ async def reserve(
         QuotaEntry(
             owner_id=owner_id,
             workspace_id=workspace_id,
+            user_id=user_id,
             delivery_id=delivery_id,
             period_start=period,
             state="reserved",

@@ -37,5 +37,7 @@ class QueueItem(Base):
     skip_reason: Mapped[str | None] = mapped_column(String(32))
     skip_detail: Mapped[str | None] = mapped_column(Text)
     enqueued_at: Mapped[datetime]
+    # Who added it (the API key's user, or the signed-in web user); Usage counts by it.
+    added_by: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     dispatched_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

@@ -9,23 +9,16 @@ from starlette.responses import Response
 
 from uploadpools.deps import CurrentWorkspace, Idempotency, NowDep, SessionDep, StateDep
 from uploadpools.engine.wakeup import notify_change
-from uploadpools.exceptions import FieldError, PayloadTooLarge, ValidationFailed
+from uploadpools.exceptions import FieldError, ValidationFailed
 from uploadpools.idempotency import fingerprint
 from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
 from uploadpools.kit.pagination import clamp_limit
 from uploadpools.kit.responses import commit_response
 from uploadpools.media import preflight
-from uploadpools.media.probe import NotAVideo
-from uploadpools.media.service import (
-    delete_media,
-    new_media_id,
-    ready_media,
-    storage_key,
-    store_probed,
-)
-from uploadpools.media.storage import MediaTooLarge
-from uploadpools.media.upload import UploadError, receive_multipart
-from uploadpools.models import Media
+from uploadpools.media.service import delete_media, new_media_id
+from uploadpools.media.storage import StoredObject
+from uploadpools.media.upload import ReceivedUpload
+from uploadpools.models import Media, Pool, QueueItem
 from uploadpools.pools.service import PoolService
 from uploadpools.queue.schemas import (
     ItemCreate,
@@ -36,6 +29,7 @@ from uploadpools.queue.schemas import (
     RequeueRead,
 )
 from uploadpools.queue.service import QueueService
+from uploadpools.queue.upload import enqueue_upload
 from uploadpools.schemas import Page
 
 router = APIRouter(prefix="/pools/{pool_id}/videos", tags=["queue"])
@@ -73,10 +67,6 @@ def _validation(exc: ValidationError, prefix: str = "") -> ValidationFailed:
     )
 
 
-def _too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the video is larger than this server's limit of {limit} bytes")
-
-
 @router.post("", status_code=201, response_model=ItemRead, openapi_extra=_ENQUEUE_BODY)
 async def enqueue(
     pool_id: str,
@@ -89,61 +79,43 @@ async def enqueue(
 ) -> Response:
     """Add a video at the back of the queue: a multipart upload (`file`) or `{video_url}`."""
     settings = state.settings
-    pools = PoolService(session, settings)
     queue = QueueService(session, settings)
     content_type = request.headers.get("content-type", "")
     media_id = new_media_id()
 
     if content_type.startswith("multipart/form-data"):
-        # Refuse a foreign or unknown pool before reading a possibly huge body (and end
-        # that read transaction: no lock is held while the upload streams).
-        await pools.get(ws.workspace_id, pool_id)
-        await session.rollback()
-        key = storage_key(ws.workspace_id, media_id)
-        try:
-            received = await receive_multipart(
-                request, state.storage, key, max_bytes=settings.max_upload_bytes
-            )
-        except MediaTooLarge:
-            raise _too_large(settings.max_upload_bytes)
-        except UploadError as exc:
-            raise ValidationFailed.one(exc.field, str(exc))
-        stored = received.stored
-        try:
-            fields_in: dict[str, Any] = {
-                k: v
+        form: dict[str, Any] = {}
+
+        def fields_of(received: ReceivedUpload) -> ItemFields | None:
+            form.update(
+                (k, v)
                 for k, v in received.fields.items()
                 if k in ("title", "caption", "options", "video_url")
-            }
+            )
             unknown = sorted(set(received.fields) - {"title", "caption", "options", "video_url"})
             if unknown:
                 raise ValidationFailed([FieldError(u, "unknown field") for u in unknown])
-            if "options" in fields_in:
+            if "options" in form:
                 try:
-                    fields_in["options"] = json.loads(fields_in["options"] or "{}")
+                    form["options"] = json.loads(form["options"] or "{}")
                 except ValueError:
                     raise ValidationFailed.one("options", "must be a JSON object")
-            if stored is None and "video_url" not in fields_in:
+            if received.stored is None and "video_url" not in form:
                 raise ValidationFailed.one(
                     "file", "send the video as the 'file' part, or a video_url"
                 )
-            if stored is not None and "video_url" in fields_in:
+            if received.stored is not None and "video_url" in form:
                 raise ValidationFailed.one(
                     "video_url", "send either a file or a video_url, not both"
                 )
-            if stored is None:
-                return await _enqueue_url(
-                    pool_id, fields_in, request, session, state, ws, now, idem, media_id
-                )
+            if received.stored is None:
+                return None  # a video_url sent as a form
             try:
-                fields = ItemFields.model_validate(fields_in)
+                return ItemFields.model_validate(form)
             except ValidationError as exc:
                 raise _validation(exc)
-            try:
-                probed = await store_probed(state.storage, stored)
-            except NotAVideo as exc:
-                stored = None  # already deleted
-                raise ValidationFailed.one("file", f"is not a playable video: {exc}")
+
+        async def claim(fields: ItemFields, stored: StoredObject) -> None:
             await idem.begin(
                 fingerprint(
                     "POST",
@@ -155,26 +127,27 @@ async def enqueue(
                     },
                 )
             )
-            media = ready_media(
-                media_id, ws.workspace_id, stored, probed, now, filename=received.filename
-            )
-            # Before the pool lock: the slots' platforms must all accept this video.
-            rules = await preflight.pool_rules(session, settings, pool_id)
-            if rules:
-                errors = preflight.check(rules, media, fields.title, fields.caption)
-                if errors:
-                    raise ValidationFailed(errors)
-            pool = await pools.get(ws.workspace_id, pool_id, for_update=True)
-            session.add(media)
-            await session.flush()
-            item = await queue.enqueue(pool, media, fields, now, user_id=ws.user_id)
+
+        async def finish(pool: Pool, item: QueueItem, media: Media) -> Response:
             body = (await queue.read(pool, [item], now, media={media.id: media}, fresh=True))[0]
-            response = await commit_response(session, idem, 201, body)
-            stored = None  # now owned by the committed media row
-            return response
-        finally:
-            if stored is not None:
-                await state.storage.delete(stored.key)
+            return await commit_response(session, idem, 201, body)
+
+        result = await enqueue_upload(
+            request,
+            session,
+            settings,
+            state.storage,
+            workspace_id=ws.workspace_id,
+            pool_id=pool_id,
+            user_id=ws.user_id,
+            now=now,
+            fields_of=fields_of,
+            finish=finish,
+            claim=claim,
+        )
+        if isinstance(result, Response):
+            return result
+        return await _enqueue_url(pool_id, form, request, session, state, ws, now, idem, media_id)
 
     try:
         payload = json.loads(await request.body() or b"null")

@@ -57,6 +57,7 @@ class QueueService:
             caption=fields.caption,
             options=fields.options,
             enqueued_at=now,
+            added_by=user_id,
         )
         self.session.add(item)
         # A new video ends the pool's empty (and low) spell: the next dry run is news again.

@@ -19,23 +19,16 @@ from uploadpools.accounts.service import AccountService
 from uploadpools.deps import AppState, SessionDep, StateDep
 from uploadpools.engine.wakeup import notify_change
 from uploadpools.exceptions import FieldError, UploadPoolsError, ValidationFailed
-from uploadpools.media.probe import NotAVideo
-from uploadpools.media.service import (
-    delete_media,
-    new_media_id,
-    ready_media,
-    storage_key,
-    store_probed,
-)
-from uploadpools.media.storage import MediaTooLarge
-from uploadpools.media.upload import UploadError, receive_multipart
-from uploadpools.models import Account, Pool, QueueItem
+from uploadpools.media.service import delete_media
+from uploadpools.media.upload import ReceivedUpload
+from uploadpools.models import Account, Media, Pool, QueueItem
 from uploadpools.pools import forecast
 from uploadpools.pools.endpoints import pool_read
 from uploadpools.pools.schemas import PoolUpdate, SlotIn, SlotUpdate
 from uploadpools.pools.service import PoolService, fire_now
 from uploadpools.queue.schemas import ItemFields, ItemUpdate
 from uploadpools.queue.service import QueueService
+from uploadpools.queue.upload import enqueue_upload
 from uploadpools.web.common import done, safe_next
 from uploadpools.web.deps import FormUser, UserDep, rollback
 from uploadpools.web.poolform import PoolForm, SlotRow, by_field, errors_from_pydantic
@@ -377,52 +370,30 @@ async def upload(
 async def _receive(
     request: Request, pool_id: str, session: AsyncSession, state: AppState, me: SignedIn
 ) -> QueueItem:
-    from uploadpools.exceptions import PayloadTooLarge
-
-    settings = state.settings
-    pools = PoolService(session, settings)
-    await pools.get(me.workspace.id, pool_id)
-    await session.commit()  # end the read transaction: hold nothing while the body streams
-    media_id = new_media_id()
-    try:
-        received = await receive_multipart(
-            request,
-            state.storage,
-            storage_key(me.workspace.id, media_id),
-            max_bytes=settings.max_upload_bytes,
-        )
-    except MediaTooLarge:
-        raise PayloadTooLarge(
-            f"the video is larger than this server's limit of {settings.max_upload_bytes} bytes"
-        )
-    except UploadError as exc:
-        raise ValidationFailed.one(exc.field, str(exc))
-    stored = received.stored
-    if stored is None:
-        raise ValidationFailed.one("file", "choose a video file")
-    try:
-        try:
-            probed = await store_probed(state.storage, stored)
-        except NotAVideo as exc:
-            stored = None  # already deleted
-            raise ValidationFailed.one("file", f"is not a playable video: {exc}")
+    def fields_of(received: ReceivedUpload) -> ItemFields:
+        if received.stored is None:
+            raise ValidationFailed.one("file", "choose a video file")
         title = received.fields.get("title") or PurePath(received.filename or "video").stem
-        fields = ItemFields(title=title[:500])
-        pool = await pools.get(me.workspace.id, pool_id, for_update=True)
-        media = ready_media(
-            media_id, me.workspace.id, stored, probed, state.clock.now(), filename=received.filename
-        )
-        session.add(media)
-        await session.flush()
-        item = await QueueService(session, settings).enqueue(
-            pool, media, fields, state.clock.now(), user_id=me.user.id
-        )
+        return ItemFields(title=title[:500])
+
+    async def finish(_pool: Pool, item: QueueItem, _media: Media) -> QueueItem:
         await notify_change(session)
         await session.commit()
-        stored = None
-    finally:
-        if stored is not None:
-            await state.storage.delete(stored.key)
+        return item
+
+    item = await enqueue_upload(
+        request,
+        session,
+        state.settings,
+        state.storage,
+        workspace_id=me.workspace.id,
+        pool_id=pool_id,
+        user_id=me.user.id,
+        now=state.clock.now(),
+        fields_of=fields_of,
+        finish=finish,
+    )
+    assert isinstance(item, QueueItem)  # fields_of never hands the form back
     state.wake()
     return item
 

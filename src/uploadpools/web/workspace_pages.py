@@ -17,14 +17,14 @@ from uploadpools.config import Settings
 from uploadpools.connectors.registry import OAUTH_PLATFORMS, OAUTH_PROVIDERS, oauth_provider
 from uploadpools.deps import AppState, SessionDep, StateDep
 from uploadpools.exceptions import UploadPoolsError, ValidationFailed
-from uploadpools.models import ApiKey, QuotaEntry, User, Workspace
+from uploadpools.models import ApiKey, QuotaEntry, WebhookEndpoint, Workspace
 from uploadpools.notifications.service import list_notifications, mark_read
 from uploadpools.web import webhooks
 from uploadpools.web.common import done
 from uploadpools.web.deps import FormUser, UserDep, rollback
 from uploadpools.web.render import page
 from uploadpools.web.session import SignedIn
-from uploadpools.workspace.service import month_bounds, usage
+from uploadpools.workspace.service import month_bounds, usage, usage_by_member
 
 router = APIRouter(include_in_schema=False)
 
@@ -199,15 +199,7 @@ async def usage_page(
             .order_by(Workspace.name)
         )
     ).all()
-    by_member = (
-        await session.execute(
-            select(User.email, func.count(QuotaEntry.id))
-            .join(User, User.id == QuotaEntry.user_id, isouter=True)
-            .where(QuotaEntry.owner_id == owner_id, QuotaEntry.period_start == period)
-            .group_by(User.email)
-            .order_by(User.email)
-        )
-    ).all()
+    by_member = [(m.email, m.used) for m in await usage_by_member(session, owner_id, now)]
     return page(
         request,
         "usage.html",
@@ -285,6 +277,7 @@ async def _hooks_page(
     me: SignedIn,
     *,
     created: str | None = None,
+    rotated: WebhookEndpoint | None = None,
     errors: dict[str, str] | None = None,
     url: str = "",
     status: int = 200,
@@ -297,6 +290,7 @@ async def _hooks_page(
             "hooks": rows,
             "events": webhooks.EVENTS,
             "created": created,
+            "rotated": rotated,
             "errors": errors or {},
             "url": url,
         },
@@ -342,3 +336,49 @@ async def delete_hook(
     await webhooks.delete_webhook(session, state.settings, me.workspace.id, webhook_id)
     await session.commit()
     return done(request, "/webhooks")
+
+
+@router.post("/webhooks/{webhook_id}/rotate")
+async def rotate_hook(
+    request: Request, webhook_id: str, session: SessionDep, state: StateDep, me: FormUser
+) -> Response:
+    row, secret = await webhooks.rotate_secret(
+        session, state.settings, me.workspace.id, webhook_id, state.clock.now()
+    )
+    await session.commit()
+    return await _hooks_page(request, session, state.settings, me, created=secret, rotated=row)
+
+
+@router.post("/webhooks/{webhook_id}/test")
+async def test_hook(
+    request: Request, webhook_id: str, session: SessionDep, state: StateDep, me: FormUser
+) -> Response:
+    await webhooks.send_test(
+        session, state.settings, me.workspace.id, webhook_id, state.clock.now()
+    )
+    await session.commit()
+    return done(request, f"/webhooks/{webhook_id}/deliveries")
+
+
+@router.get("/webhooks/{webhook_id}/deliveries")
+async def hook_deliveries(
+    request: Request, webhook_id: str, session: SessionDep, state: StateDep, me: UserDep
+) -> Response:
+    hook, rows = await webhooks.delivery_log(session, state.settings, me.workspace.id, webhook_id)
+    return page(request, "webhook_deliveries.html", {"hook": hook, "deliveries": rows})
+
+
+@router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/resend")
+async def resend_delivery(
+    request: Request,
+    webhook_id: str,
+    delivery_id: str,
+    session: SessionDep,
+    state: StateDep,
+    me: FormUser,
+) -> Response:
+    await webhooks.resend(
+        session, state.settings, me.workspace.id, webhook_id, delivery_id, state.clock.now()
+    )
+    await session.commit()
+    return done(request, f"/webhooks/{webhook_id}/deliveries")

@@ -13,9 +13,15 @@ from uploadpools.kit.responses import commit_response
 from uploadpools.models import Notification
 from uploadpools.notifications.service import list_notifications, mark_read
 from uploadpools.schemas import Page
-from uploadpools.workspace.service import usage
+from uploadpools.workspace.service import usage, usage_by_member
 
 router = APIRouter(tags=["workspace"])
+
+
+class MemberUsageRead(BaseModel):
+    user_id: str | None  # null: posts of items nobody is recorded as adding
+    email: str | None
+    used: int
 
 
 class UsageRead(BaseModel):
@@ -24,6 +30,8 @@ class UsageRead(BaseModel):
     period_end: datetime
     used: int
     limit: int | None
+    # This workspace's share of `used`, per member who added the posted items.
+    by_member: list[MemberUsageRead] = []
 
 
 class NotificationRead(BaseModel):
@@ -51,6 +59,10 @@ async def get_usage(session: SessionDep, ws: CurrentWorkspace, now: NowDep) -> U
         period_end=u.period_end,
         used=u.used,
         limit=u.limit,
+        by_member=[
+            MemberUsageRead(user_id=m.user_id, email=m.email, used=m.used)
+            for m in await usage_by_member(session, ws.owner_id, now, workspace_id=ws.workspace_id)
+        ],
     )
 
 

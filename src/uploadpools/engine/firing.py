@@ -234,7 +234,15 @@ def low_queue_message(pool: Pool, left: int, coming: int, settings: Settings) ->
 
 async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
     """When every delivery of the firing is final: the item's status, the firing's outcome
-    and the workspace's notifications. Returns True when it settled."""
+    and the workspace's notifications. Returns True when it settled.
+
+    The firing row is locked (and re-read) first: whoever finishes another delivery of it
+    waits here until this transaction commits and then sees its outcome, so the last
+    delivery to finish always settles the item. Without the lock, on PostgreSQL two
+    deliveries finishing together each saw the other still in progress, and neither
+    settled."""
+    await session.flush()  # refresh must not drop the caller's unflushed changes
+    await session.refresh(firing, with_for_update=True)
     if firing.item_id is None or firing.outcome not in ("pending",):
         return False
     deliveries = list(

@@ -145,7 +145,7 @@ class ServerProcess:
                         + self.log_tail()
                     )
                 try:
-                    if client.get(self.base_url + "/").status_code == 200:
+                    if client.get(self.base_url + "/healthz").status_code == 200:
                         return
                 except httpx.HTTPError:
                     pass

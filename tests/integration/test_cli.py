@@ -81,7 +81,9 @@ class TestServe:
             assert proc.stdout is not None
             for line in proc.stdout:
                 lines.append(line)
-                if "Uvicorn running" in line or "Application startup complete" in line:
+                # "Application startup complete" comes before the socket is bound;
+                # "Uvicorn running on …" after it.
+                if "Uvicorn running" in line:
                     break
             out = "".join(lines)
             assert "Login         admin@localhost" in out, out

@@ -2,7 +2,7 @@
 lateness on a shared machine.
 
     .venv/bin/python bench/tick_cpu.py [--slots N] [--store sqlite|postgres]
-        [--batch-size B] [--history-days D] [--src DIR] [--profile FILE]
+        [--batch-size B] [--history-days D] [--src DIR] [--profile FILE] [--sql-timing]
 
 Seeds a fresh store as ``burst.py`` does (N pools due at T, warm-up pools fired
 first), sets a frozen clock to T and runs ``Ticker.tick()`` once, which fires
@@ -47,7 +47,9 @@ def backend_cpu(dbname: str) -> float:
     return total
 
 
-async def measure(settings: Any, slots: int, history_days: int, profile: Path | None) -> None:
+async def measure(
+    settings: Any, slots: int, history_days: int, profile: Path | None, sql_timing: bool = False
+) -> None:
     import burst
 
     from uploadpools.engine.ticker import Ticker
@@ -58,6 +60,7 @@ async def measure(settings: Any, slots: int, history_days: int, profile: Path | 
     engine = create_engine(settings)
     clock = FrozenClock(burst.WARMUP_AT + timedelta(seconds=1))
     ticker = Ticker(create_sessionmaker(engine), settings, clock)
+    timer = burst.StatementTimer() if sql_timing else None
     try:
         await ticker.tick()  # the warm-up pools: connections, compiled statements
         clock.set(burst.DUE)
@@ -75,6 +78,8 @@ async def measure(settings: Any, slots: int, history_days: int, profile: Path | 
 
             prof = cProfile.Profile()
             prof.enable()
+        if timer:
+            timer.attach(engine)
         b0 = backend_cpu(dbname) if pg else 0.0
         c0, w0 = time.process_time(), time.perf_counter()
         result = await ticker.tick()
@@ -93,6 +98,8 @@ async def measure(settings: Any, slots: int, history_days: int, profile: Path | 
     if server is not None:
         line += f" server={server:.2f}s ({server / n * 1e6:.0f} µs/firing)"
     print(line)
+    if timer:
+        timer.report()
 
 
 def main() -> int:
@@ -104,6 +111,9 @@ def main() -> int:
     parser.add_argument("--history-days", type=int, default=1)
     parser.add_argument("--src", type=Path, default=None, help="import uploadpools from here")
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the tick into FILE")
+    parser.add_argument(
+        "--sql-timing", action="store_true", help="time each SQL statement of the tick (wall)"
+    )
     args = parser.parse_args()
     if args.src:
         sys.path.insert(0, str(args.src.resolve()))
@@ -131,7 +141,9 @@ def main() -> int:
                 **extra,
             )
             run_upgrade(settings)
-            asyncio.run(measure(settings, args.slots, args.history_days, args.profile))
+            asyncio.run(
+                measure(settings, args.slots, args.history_days, args.profile, args.sql_timing)
+            )
     return 0
 
 

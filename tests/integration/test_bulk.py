@@ -62,3 +62,88 @@ async def test_insert_rows_in_chunks_and_update_by_id(settings, monkeypatch):  #
     assert got["n001"].stopped_at == got["n002"].stopped_at == T + timedelta(hours=1)
     assert (got["n003"].role, got["n003"].stopped_at) == ("gone", None)
     assert (got["n004"].role, got["n005"].stopped_at) == ("worker", T)
+
+
+async def test_every_column_type_round_trips_and_any_of_selects_by_id(settings, monkeypatch):  # type: ignore[no-untyped-def]
+    """JSON (shared and distinct objects), dates, aware instants, NULLs and integers, in
+    several statements (the chunk sizes made small), then `any_of` picks rows by id."""
+    from datetime import date
+
+    from sqlalchemy import Column, Date, Integer, MetaData, String, Table
+
+    from uploadpools.store.base import IdType, JSONType, UTCDateTime
+
+    monkeypatch.setattr(bulk, "MAX_ROWS", 4)
+    monkeypatch.setattr(bulk, "MAX_ARRAY_ROWS", 4)
+    table = Table(
+        "bulk_probe",
+        MetaData(),
+        Column("id", IdType, primary_key=True),
+        Column("doc", JSONType),
+        Column("day", Date),
+        Column("at", UTCDateTime()),
+        Column("n", Integer),
+        Column("note", String(40)),
+    )
+    shared: dict[str, object] = {}
+    rows = [
+        dict(
+            id=f"r{i:02d}",
+            doc=shared if i % 2 else {"i": i, "tags": ["a", "b"]},
+            day=date(2026, 3, 29) + timedelta(days=i % 3),
+            at=T + timedelta(minutes=i),
+            n=None if i % 3 == 0 else i,
+            note="“quoted”, with $1 and ? in it" if i == 5 else None,
+        )
+        for i in range(11)
+    ]
+    engine = create_engine(settings)
+    maker = create_sessionmaker(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+        async with session_scope(maker) as s:
+            await bulk.insert_rows(s, table, rows)
+        async with maker() as s:
+            got = {r.id: r for r in (await s.execute(select(table))).all()}
+            conn = await s.connection()
+            picked = (
+                await s.scalars(
+                    select(table.c.id).where(
+                        bulk.any_of(conn.dialect.name, table.c.id, ["r03", "r07", "nope"])
+                    )
+                )
+            ).all()
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
+    assert sorted(picked) == ["r03", "r07"]
+    assert sorted(got) == [r["id"] for r in rows]
+    for r in rows:
+        g = got[r["id"]]
+        assert (g.doc, g.day, g.at, g.n, g.note) == (r["doc"], r["day"], r["at"], r["n"], r["note"])
+
+
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(settings):  # type: ignore[no-untyped-def]
+    """PostgreSQL: the arrays are text, so the INSERT itself checks varchar(n)."""
+    import pytest
+    from sqlalchemy import Column, MetaData, String, Table
+    from sqlalchemy.exc import DBAPIError
+
+    table = Table("bulk_probe_len", MetaData(), Column("id", String(4), primary_key=True))
+    engine = create_engine(settings)
+    maker = create_sessionmaker(engine)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.create_all)
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(DBAPIError, match="too long"):
+                async with session_scope(maker) as s:
+                    await bulk.insert_rows(s, table, [{"id": "abcdefgh"}])
+        async with maker() as s:
+            assert (await s.scalars(select(table.c.id))).all() == []
+    finally:
+        async with engine.begin() as conn:
+            await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()

@@ -33,3 +33,15 @@ def test_increasing_and_time_prefixed():  # type: ignore[no-untyped-def]
     for c in made[0][:10]:
         value = value * 32 + ids._ALPHABET.index(c)
     assert before <= value <= time.time_ns() // 1_000_000
+
+
+def test_a_batch_is_increasing_and_continues_the_sequence(monkeypatch):  # type: ignore[no-untyped-def]
+    # A frozen millisecond and no randomness: every id after the first is the last + 1.
+    monkeypatch.setattr(ids, "_last", 0)
+    monkeypatch.setattr(ids.time, "time_ns", lambda: 5_000_000)
+    monkeypatch.setattr(ids.os, "urandom", lambda n: bytes(n))
+    batch = ids.new_ids(5)
+    after = ids.new_id()
+    values = [(5 << 80) + i for i in range(6)]
+    assert [*batch, after] == [_reference(v) for v in values]
+    assert ids.new_ids(0) == []

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.accounts.schemas import AccountCreate, AccountUpdate
@@ -17,7 +17,7 @@ from uploadpools.exceptions import Conflict, FieldError, NotFound, ValidationFai
 from uploadpools.kit.crypto import SecretBox
 from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
-from uploadpools.models import Account, SlotAccount
+from uploadpools.models import Account, Delivery, SlotAccount
 
 
 class AccountNotFound(NotFound):
@@ -166,6 +166,10 @@ class AccountService:
         await self.session.execute(delete(SlotAccount).where(SlotAccount.account_id == account.id))
         await self.session.delete(account)
         await self.session.flush()
+        # Past deliveries keep their record without it (no foreign key, migration 0008).
+        await self.session.execute(
+            update(Delivery).where(Delivery.account_id == account.id).values(account_id=None)
+        )
         if slot_ids:
             # A slot left without accounts posts nowhere: it is no longer scheduled.
             from uploadpools.pools.service import reschedule_slots

@@ -4,7 +4,7 @@ dispatcher and "post next now"."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,11 @@ REASON_TEXT = {
 }
 
 
+# The `job` of a new delivery row: one shared object, so that a bulk insert encodes it once
+# (rows are written, never mutated; the ORM loads its own copy).
+NO_JOB: dict[str, Any] = {}
+
+
 def item_label(item: QueueItem) -> str:
     return f"“{item.title}”" if item.title else "A video"
 
@@ -56,9 +61,11 @@ def delivery_rows(
     accounts: dict[str, Account],
     now: datetime,
     retry_until: datetime,
+    ids: Iterator[str] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """One delivery row per slot account (in slot order) and whether all are already
-    final: a disabled or re-auth account is skipped here, without calling the platform."""
+    final: a disabled or re-auth account is skipped here, without calling the platform.
+    `ids` hands out the rows' ids when the caller made them in bulk."""
     rows: list[dict[str, Any]] = []
     all_final = True
     for account_id in account_ids:
@@ -66,7 +73,7 @@ def delivery_rows(
         if account is None:
             continue
         row: dict[str, Any] = dict(
-            id=new_id(),
+            id=next(ids) if ids is not None else new_id(),
             firing_id=firing_id,
             item_id=item_id,
             account_id=account_id,
@@ -76,7 +83,7 @@ def delivery_rows(
             detail=None,
             attempts=0,
             lease_token=0,
-            job={},
+            job=NO_JOB,
             retry_until=retry_until,
             created_at=now,
             finished_at=None,

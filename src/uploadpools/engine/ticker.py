@@ -30,7 +30,7 @@ from uploadpools.engine.firing import (
     settle,
 )
 from uploadpools.kit.clock import Clock
-from uploadpools.kit.ids import new_id
+from uploadpools.kit.ids import new_ids
 from uploadpools.models import (
     Account,
     Delivery,
@@ -220,8 +220,12 @@ class Ticker:
         # locked, and LIMIT applies after SKIP LOCKED, so a second ticker takes the next
         # pools instead of finding this batch's pools locked. A pool with two due slots
         # may come twice: it is taken once, with all its due slots.
+        # Core rows through the session's connection: the ORM's result machinery costs
+        # microseconds per row and these are plain columns.
+        conn = await session.connection()
+        db = conn.dialect.name
         pools: dict[str, _PoolRow] = {}
-        for row in await session.execute(
+        for row in await conn.execute(
             select(*_POOL_COLS)
             .join(Slot, Slot.pool_id == Pool.id)
             .where(Slot.next_fire_at <= now)
@@ -235,18 +239,18 @@ class Ticker:
             return 0
         slots_by_pool: dict[str, list[_SlotRow]] = defaultdict(list)
         before: dict[str, tuple[datetime | None, date | None]] = {}
-        for row in await session.execute(
+        for row in await conn.execute(
             select(*_SLOT_COLS)
-            .where(Slot.pool_id.in_(pools))
+            .where(bulk.any_of(db, Slot.pool_id, pools))
             .order_by(Slot.pool_id, Slot.rank, Slot.id)
         ):
             slots_by_pool[row.pool_id].append(_SlotRow(row))
             before[row.id] = (row.next_fire_at, row.next_local_date)
         links: dict[str, list[str]] = defaultdict(list)
-        for slot_id, account_id in await session.execute(
+        for slot_id, account_id in await conn.execute(
             select(SlotAccount.slot_id, SlotAccount.account_id)
             .join(Slot, Slot.id == SlotAccount.slot_id)
-            .where(Slot.pool_id.in_(pools))
+            .where(bulk.any_of(db, Slot.pool_id, pools))
             .order_by(SlotAccount.slot_id, SlotAccount.rank)
         ):
             links[slot_id].append(account_id)
@@ -256,10 +260,10 @@ class Ticker:
         taken: set[tuple[str, date]] = set()
         if wanted:
             # Plain IN lists (not row values) so both databases use the unique index.
-            rows = await session.execute(
+            rows = await conn.execute(
                 select(Firing.slot_id, Firing.local_date).where(
                     Firing.kind == "scheduled",
-                    Firing.slot_id.in_({w[0] for w in wanted}),
+                    bulk.any_of(db, Firing.slot_id, {w[0] for w in wanted}),
                     Firing.local_date.in_({w[1] for w in wanted}),
                 )
             )
@@ -269,13 +273,15 @@ class Ticker:
             pid: sum(1 for d in plan if d.missed is None and (d.slot.id, d.local_date) not in taken)
             for pid, plan in plans.items()
         }
-        heads, queued = await self._heads(session, {pid: n for pid, n in need.items() if n})
+        heads, queued = await self._heads(session, db, {pid: n for pid, n in need.items() if n})
         account_ids = {a for ids in links.values() for a in ids}
         accounts = (
             {
                 a.id: a
                 for a in (
-                    await session.scalars(select(Account).where(Account.id.in_(account_ids)))
+                    await session.scalars(
+                        select(Account).where(bulk.any_of(db, Account.id, account_ids))
+                    )
                 ).all()
             }
             if account_ids
@@ -291,6 +297,11 @@ class Ticker:
         fired_pools: set[str] = set()
         emptied: list[str] = []
         retry_until = now + timedelta(minutes=self.settings.retry_window_minutes)
+        # Ids made in bulk: a firing per planned occurrence, a delivery per slot account.
+        firing_ids = iter(new_ids(len(wanted)))
+        delivery_ids = iter(
+            new_ids(sum(len(links[d.slot.id]) for plan in plans.values() for d in plan))
+        )
         for pid, plan in plans.items():
             pool = pools[pid]
             queue = list(heads.get(pid, []))
@@ -298,7 +309,7 @@ class Ticker:
                 if (d.slot.id, d.local_date) in taken:
                     log.info("slot %s already has a record for %s", d.slot.id, d.local_date)
                     continue
-                fid = new_id()
+                fid = next(firing_ids)
                 row: dict[str, Any] = dict(
                     id=fid,
                     pool_id=pid,
@@ -344,7 +355,7 @@ class Ticker:
                 popped.append(item_id)
                 fired_pools.add(pid)
                 rows, final = delivery_rows(
-                    fid, item_id, links[d.slot.id], accounts, now, retry_until
+                    fid, item_id, links[d.slot.id], accounts, now, retry_until, delivery_ids
                 )
                 delivery_rows_all += rows
                 if final:
@@ -360,7 +371,7 @@ class Ticker:
         if emptied:
             await session.execute(
                 update(Pool.__table__)
-                .where(Pool.__table__.c.id.in_(emptied))
+                .where(bulk.any_of(db, Pool.__table__.c.id, emptied))
                 .values(empty_since=now)
             )
         await bulk.insert_rows(session, Firing.__table__, firing_rows)
@@ -385,7 +396,7 @@ class Ticker:
         return len(pools)
 
     async def _heads(
-        self, session: AsyncSession, need: dict[str, int]
+        self, session: AsyncSession, db: str, need: dict[str, int]
     ) -> tuple[dict[str, list[str]], dict[str, int]]:
         """The first `need[pool]` ready queued items of each pool, in queue order; and
         the number of queued items of each pool whose whole queue the query saw."""
@@ -402,11 +413,12 @@ class Ticker:
         window = max(need.values()) + slack
         ranked = (
             select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
-            .where(QueueItem.pool_id.in_(need), QueueItem.status == "queued")
+            .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.status == "queued")
             .subquery()
         )
+        conn = await session.connection()
         rows = (
-            await session.execute(
+            await conn.execute(
                 select(ranked.c.id, ranked.c.pool_id, ranked.c.media_id, ranked.c.rn)
                 .where(ranked.c.rn <= window)
                 .order_by(ranked.c.pool_id, ranked.c.rn)
@@ -417,8 +429,10 @@ class Ticker:
         ready = (
             {
                 mid
-                for mid, state in await session.execute(
-                    select(Media.id, Media.state).where(Media.id.in_({r[2] for r in rows}))
+                for mid, state in await conn.execute(
+                    select(Media.id, Media.state).where(
+                        bulk.any_of(db, Media.id, {r[2] for r in rows})
+                    )
                 )
                 if state == "ready"
             }

@@ -13,15 +13,43 @@ from uploadpools.store.engine import create_engine
 target_metadata = Base.metadata
 
 
+def _sqlite_pragma(connection: Connection, sql: str) -> list[tuple[object, ...]]:
+    """Straight to the driver: through SQLAlchemy it would open a transaction first."""
+    cur = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql)
+        return list(cur.fetchall())
+    finally:
+        cur.close()
+
+
 def _run(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # SQLite changes a table's constraints by rebuilding it (batch mode). With foreign
+        # keys on, dropping the old table runs the ON DELETE actions of every table that
+        # points at it: deliveries would go with a rebuilt `firings`. The pragma is a no-op
+        # inside a transaction, so it is set before ours begins; whether every reference
+        # still resolves is checked before committing.
+        if connection.in_transaction():
+            raise RuntimeError("SQLite migrations must start outside a transaction")
+        _sqlite_pragma(connection, "PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"the migration left broken references: {broken[:5]}")
+    finally:
+        if sqlite:
+            _sqlite_pragma(connection, "PRAGMA foreign_keys=ON")
 
 
 async def _run_async(url: str | None) -> None:

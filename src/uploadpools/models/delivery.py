@@ -31,12 +31,11 @@ class Delivery(Base):
 
     id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
     firing_id: Mapped[str] = mapped_column(ForeignKey("firings.id", ondelete="CASCADE"))
-    item_id: Mapped[str] = mapped_column(
-        ForeignKey("queue_items.id", ondelete="CASCADE"), index=True
-    )
-    account_id: Mapped[str | None] = mapped_column(
-        ForeignKey("accounts.id", ondelete="SET NULL"), index=True
-    )
+    # The item and the account are referenced without a foreign key (migration 0008):
+    # QueueService.delete and AccountService.delete keep these links; the dispatcher
+    # treats an account id that no longer exists as a removed account.
+    item_id: Mapped[str] = mapped_column(IdType, index=True)
+    account_id: Mapped[str | None] = mapped_column(IdType, index=True)
     platform: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str | None] = mapped_column(String(32))

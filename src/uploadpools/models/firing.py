@@ -30,7 +30,10 @@ class Firing(Base):
 
     id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
     pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"))
-    slot_id: Mapped[str] = mapped_column(ForeignKey("slots.id", ondelete="CASCADE"))
+    # The slot and the item are referenced without a foreign key (migration 0008): the
+    # ticker writes thousands of firings at once, and PoolService.delete_slot and
+    # QueueService.delete keep these links.
+    slot_id: Mapped[str] = mapped_column(IdType)
     kind: Mapped[str] = mapped_column(String(16))  # scheduled | manual
     local_date: Mapped[date] = mapped_column(Date)
     scheduled_for: Mapped[datetime]
@@ -40,6 +43,4 @@ class Firing(Base):
     # `covers_until` (one record per outage, not one per occurrence).
     covers_until: Mapped[date | None] = mapped_column(Date)
     missed_count: Mapped[int] = mapped_column(Integer, default=0)
-    item_id: Mapped[str | None] = mapped_column(
-        ForeignKey("queue_items.id", ondelete="SET NULL"), index=True
-    )
+    item_id: Mapped[str | None] = mapped_column(IdType, index=True)

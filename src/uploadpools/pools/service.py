@@ -237,6 +237,11 @@ class PoolService:
     async def delete_slot(self, workspace_id: str, pool_id: str, slot_id: str) -> None:
         pool = await self.get(workspace_id, pool_id, for_update=True)
         slot = await self.get_slot(pool, slot_id)
+        # Its firings go with it (their deliveries by foreign key): firings reference the
+        # slot without one (migration 0008).
+        await self.session.execute(
+            delete(Firing).where(Firing.pool_id == pool.id, Firing.slot_id == slot.id)
+        )
         await self.session.delete(slot)
 
     async def slot_view(self, pool: Pool, slot_id: str) -> SlotView:

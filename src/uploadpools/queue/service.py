@@ -3,12 +3,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
 from uploadpools.exceptions import Conflict, NotFound
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
-from uploadpools.models import Delivery, Media, Pool, QueueItem
+from uploadpools.models import Delivery, Firing, Media, Pool, QueueItem
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, SlotView
 from uploadpools.queue.repository import STEP, QueueRepository
@@ -170,6 +171,12 @@ class QueueService:
         media_id = item.media_id
         await self.session.delete(item)
         await self.session.flush()
+        # No foreign keys from the engine's tables (migration 0008): a skipped item's
+        # deliveries go with it, and its firings keep their record without it.
+        await self.session.execute(delete(Delivery).where(Delivery.item_id == item.id))
+        await self.session.execute(
+            update(Firing).where(Firing.item_id == item.id).values(item_id=None)
+        )
         return media_id
 
     async def requeue_all(self, pool: Pool, *, front: bool, now: datetime) -> list[str]:

@@ -1,37 +1,85 @@
 """Writing thousands of rows in one transaction, cheaply: the engine's bulk path.
 
 SQLAlchemy's executemany costs several microseconds of Python per row (parameter
-construction, one bind-processor call per value), and the ORM unit of work far more. Here
-rows go out as multi-row ``INSERT … VALUES (…), (…)`` statements built once per shape,
-each value converted by its column's own bind processor, once per distinct value (a burst
-writes the same instants and dates over and over), and updates that set the same values
-on many rows are one ``UPDATE … WHERE id IN (…)`` per distinct set of values.
+construction, one bind-processor call per value), and the ORM unit of work far more; an
+``IN (…)`` list of thousands of values is rendered, one bound parameter at a time, on
+every execution. Here each value is converted by its column's own bind processor, once per
+distinct value (a burst writes the same instants and dates over and over), and:
+
+- PostgreSQL gets one array parameter per column: ``INSERT … SELECT * FROM unnest($1,
+  …)``, ``… WHERE id = ANY($1)``; the statement text does not grow with the row count, so
+  it is parsed and planned as cheaply for 5,000 rows as for one.
+- SQLite gets multi-row ``INSERT … VALUES (…), (…)`` statements built once per shape, and
+  lists as one JSON parameter read by ``json_each``.
+
+Updates that set the same values on many rows are one ``UPDATE … WHERE id`` in the list
+per distinct set of values.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
-from sqlalchemy import Table, insert, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Float,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    any_,
+    bindparam,
+    column,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 # Bound parameters per statement: under SQLite's 32,766 and PostgreSQL's 32,767.
 MAX_PARAMS = 30_000
 MAX_ROWS = 1_000
+# Rows per unnest() statement on PostgreSQL (no parameter limit applies).
+MAX_ARRAY_ROWS = 10_000
 
 _Proc = Callable[[Any], Any] | None
 _procs: dict[tuple[str, str, str], _Proc] = {}
 _sql: dict[tuple[str, str, tuple[str, ...], int], str] = {}
 
 
+def any_of(dialect_name: str, col: Any, values: Collection[str]) -> ColumnElement[bool]:
+    """``col IN values`` for a string column (ids), with the list as one parameter."""
+    values = list(values)
+    if dialect_name == "postgresql":
+        return col == any_(bindparam(None, values, type_=ARRAY(String()), unique=True))
+    return col.in_(
+        select(column("value")).select_from(
+            func.json_each(bindparam(None, json.dumps(values), type_=String(), unique=True))
+        )
+    )
+
+
 def _processor(table: Table, key: str, dialect: Dialect) -> _Proc:
     k = (dialect.name, table.name, key)
     if k not in _procs:
-        _procs[k] = table.c[key].type.bind_processor(dialect)
+        if _is_json(table, key, dialect):
+            _procs[k] = json.dumps  # sent as text and cast in SQL (see _unnest_sql)
+        else:
+            _procs[k] = table.c[key].type.bind_processor(dialect)
     return _procs[k]
+
+
+def _is_json(table: Table, key: str, dialect: Dialect) -> bool:
+    return dialect.name == "postgresql" and isinstance(
+        table.c[key].type.dialect_impl(dialect), JSON
+    )
 
 
 def _insert_sql(table: Table, keys: tuple[str, ...], n: int, dialect: Dialect) -> str:
@@ -41,14 +89,44 @@ def _insert_sql(table: Table, keys: tuple[str, ...], n: int, dialect: Dialect) -
         prep = dialect.identifier_preparer
         cols = ", ".join(prep.format_column(table.c[c]) for c in keys)
         w = len(keys)
-        if dialect.paramstyle == "qmark":
-            one = "(" + ", ".join("?" * w) + ")"
-            values = ", ".join([one] * n)
-        else:  # numeric_dollar
-            values = ", ".join(
-                "(" + ", ".join(f"${r * w + i + 1}" for i in range(w)) + ")" for r in range(n)
-            )
+        one = "(" + ", ".join("?" * w) + ")"
+        values = ", ".join([one] * n)
         sql = _sql[k] = f"INSERT INTO {prep.format_table(table)} ({cols}) VALUES {values}"
+    return sql
+
+
+def _array_element(table: Table, key: str, dialect: Dialect) -> str:
+    """The array's element type. Not the column's own when that has a length or a
+    precision: an explicit cast to varchar(n) or numeric(p, s) would silently truncate or
+    round, where the INSERT into the column refuses a value that does not fit."""
+    impl = table.c[key].type.dialect_impl(dialect)
+    if isinstance(impl, String):
+        return "text"
+    if isinstance(impl, Numeric) and not isinstance(impl, Float | Integer):
+        return "numeric"
+    return str(impl.compile(dialect))
+
+
+def _unnest_sql(table: Table, keys: tuple[str, ...], dialect: Dialect) -> str:
+    """``INSERT … SELECT … FROM unnest($1::type[], …)``: one array per column."""
+    k = (dialect.name, table.name, keys, -1)
+    sql = _sql.get(k)
+    if sql is None:
+        prep = dialect.identifier_preparer
+        cols = ", ".join(prep.format_column(table.c[c]) for c in keys)
+        arrays, picks = [], []
+        for i, key in enumerate(keys):
+            if _is_json(table, key, dialect):
+                arrays.append(f"${i + 1}::text[]")
+                picks.append(f"u.c{i}::jsonb")
+            else:
+                arrays.append(f"${i + 1}::{_array_element(table, key, dialect)}[]")
+                picks.append(f"u.c{i}")
+        names = ", ".join(f"c{i}" for i in range(len(keys)))
+        sql = _sql[k] = (
+            f"INSERT INTO {prep.format_table(table)} ({cols}) SELECT {', '.join(picks)} "
+            f"FROM unnest({', '.join(arrays)}) AS u({names})"
+        )
     return sql
 
 
@@ -61,13 +139,19 @@ def _converted(table: Table, keys: Sequence[str], rows: list[dict[str, Any]], di
         if proc is not None:
             memo: dict[Any, Any] = {}
             out = []
-            for v in values:
-                try:
-                    out.append(memo[v])
-                except KeyError:
-                    out.append(memo.setdefault(v, proc(v)))
-                except TypeError:  # unhashable (a JSON value)
-                    out.append(proc(v))
+            if isinstance(table.c[key].type.dialect_impl(dialect), JSON):
+                # Unhashable: memoised by identity (rows often share one value object).
+                for v in values:
+                    k = id(v)
+                    if k not in memo:
+                        memo[k] = proc(v)
+                    out.append(memo[k])
+            else:
+                for v in values:
+                    try:
+                        out.append(memo[v])
+                    except KeyError:
+                        out.append(memo.setdefault(v, proc(v)))
             values = out
         columns.append(values)
     return columns
@@ -79,10 +163,16 @@ async def insert_rows(session: AsyncSession, table: Table, rows: list[dict[str, 
         return
     conn: AsyncConnection = await session.connection()
     dialect = conn.dialect
-    if dialect.paramstyle not in ("qmark", "numeric_dollar"):
+    keys = tuple(rows[0])
+    if dialect.paramstyle == "numeric_dollar":  # asyncpg
+        sql = _unnest_sql(table, keys, dialect)
+        for start in range(0, len(rows), MAX_ARRAY_ROWS):
+            columns = _converted(table, keys, rows[start : start + MAX_ARRAY_ROWS], dialect)
+            await conn.exec_driver_sql(sql, tuple(columns))
+        return
+    if dialect.paramstyle != "qmark":
         await conn.execute(insert(table), rows)
         return
-    keys = tuple(rows[0])
     per = max(1, min(MAX_ROWS, MAX_PARAMS // len(keys)))
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
@@ -95,14 +185,17 @@ async def update_by_id(
     session: AsyncSession, table: Table, changes: dict[str, dict[str, Any]]
 ) -> None:
     """`changes` maps a row id to the values to set on it; rows that get the same values
-    are updated together, by one ``WHERE id IN (…)`` per group."""
+    are updated together, by one ``UPDATE … WHERE id`` in the list per group."""
+    if not changes:
+        return
+    name = (await session.connection()).dialect.name
     groups: dict[tuple[tuple[str, Any], ...], list[str]] = defaultdict(list)
     for row_id, values in changes.items():
         groups[tuple(sorted(values.items()))].append(row_id)
     for values, ids in groups.items():
-        for start in range(0, len(ids), MAX_ROWS * 10):
+        for start in range(0, len(ids), MAX_ARRAY_ROWS):
             await session.execute(
                 update(table)
-                .where(table.c.id.in_(ids[start : start + MAX_ROWS * 10]))
+                .where(any_of(name, table.c.id, ids[start : start + MAX_ARRAY_ROWS]))
                 .values(dict(values))
             )

@@ -20,13 +20,23 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    await _command(engine, command.upgrade, revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    await _command(engine, command.downgrade, revision)
+
+
+async def _command(engine: AsyncEngine, run: Any, revision: str) -> None:
+    # Not inside a transaction: on SQLite, env.py turns foreign keys off before its own.
     def _do(connection: Any) -> None:
         cfg = alembic_config()
         cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+        run(cfg, revision)
 
-    async with engine.begin() as conn:
+    async with engine.connect() as conn:
         await conn.run_sync(_do)
+        await conn.commit()
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:

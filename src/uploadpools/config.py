@@ -75,6 +75,8 @@ class Settings(BaseSettings):
         list[Literal["ticker", "dispatcher", "fetcher", "webhooks", "mailer"]], NoDecode
     ] = Field(default_factory=lambda: ["ticker", "dispatcher", "fetcher", "webhooks", "mailer"])
     engine_batch_size: int = Field(default=1000, ge=1, le=5000)
+    # PostgreSQL: batches one ticker runs at once, each on its own connection (SQLite: 1).
+    ticker_concurrency: int = Field(default=2, ge=1, le=16)
     dispatch_concurrency: int = Field(default=8, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, ge=5)
     retry_window_minutes: float = Field(default=30.0, ge=0)

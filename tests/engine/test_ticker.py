@@ -139,6 +139,39 @@ class TestFiring:
         assert sum(r.fired for r in results) == 1
         assert len(await firings(app, pool["id"])) == 1
 
+    async def test_batches_in_parallel_lanes_fire_each_slot_once_in_queue_order(
+        self, client, tenant, clock, app, sample_mp4, settings
+    ):
+        """Small batches, several at once (PostgreSQL runs `ticker_concurrency` of them):
+        every pool is taken by one batch, its two slots take its two items in slot order."""
+        pools = []
+        for i in range(7):
+            a1 = await make_account(client, tenant, f"a{i}")
+            a2 = await make_account(client, tenant, f"b{i}")
+            pool = await make_pool(
+                client,
+                tenant,
+                a1,
+                name=f"p{i}",
+                timezone="UTC",
+                state="active",
+                slots=[
+                    {"time": "09:00", "account_ids": [a1]},
+                    {"time": "09:00", "account_ids": [a2]},
+                ],
+            )
+            pools.append((pool, await upload_n(client, tenant, pool["id"], sample_mp4, 2)))
+        clock.set(NINE)
+        tuned = settings.model_copy(update={"engine_batch_size": 2, "ticker_concurrency": 3})
+        result = await Ticker(app.state.uploadpools.maker, tuned, clock).tick()
+        assert result.fired == 14
+        for pool, (x, y) in pools:
+            fs = await firings(app, pool["id"])
+            assert {f.slot_id: f.item_id for f in fs} == {
+                pool["slots"][0]["id"]: x,
+                pool["slots"][1]["id"]: y,
+            }
+
     async def test_moving_a_fired_slot_later_the_same_day_does_not_fire_again(
         self, client, tenant, engine, clock, app, sample_mp4
     ):

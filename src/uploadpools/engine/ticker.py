@@ -10,6 +10,7 @@ ticker or a restart can never fire an occurrence twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -186,6 +187,8 @@ class Ticker:
         self.maker = maker
         self.settings = settings
         self.clock = clock
+        bind = maker.kw.get("bind")
+        self._dialect = bind.dialect.name if bind is not None else "sqlite"
 
     async def next_due(self) -> datetime | None:
         async with self.maker() as session:
@@ -197,9 +200,24 @@ class Ticker:
             )
 
     async def tick(self) -> TickResult:
-        """Fire everything due now; loops over batches until nothing due is left."""
+        """Fire everything due now, batch after batch until nothing due is left.
+
+        On PostgreSQL `ticker_concurrency` batches run at once, each in its own
+        transaction on its own connection: while one waits for the database the next is
+        built, as with more workers (SKIP LOCKED gives them disjoint pools). SQLite has one
+        writer, so one at a time."""
         result = TickResult()
         now = self.clock.now()
+        lanes = self.settings.ticker_concurrency if self._dialect != "sqlite" else 1
+        if lanes == 1:
+            await self._drain(now, result)
+        else:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(lanes):
+                    group.create_task(self._drain(now, result))
+        return result
+
+    async def _drain(self, now: datetime, result: TickResult) -> None:
         while True:
             created: list[dict[str, Any]] = []
             async with session_scope(self.maker) as session:
@@ -207,7 +225,7 @@ class Ticker:
             for row in created:  # counted once committed
                 metrics.firing_created(row["outcome"], row["scheduled_for"], row["fired_at"])
             if not handled:
-                return result
+                return
 
     async def _batch(
         self,

@@ -83,6 +83,18 @@ class TestVerdictsMatchInProcess:
 
         assert (child.pid, child.started) == (pid, started)
 
+    def test_child_is_replaced_after_its_last_probe(self, samples: dict[str, Path]) -> None:
+        worker = ProbeWorker(child_command(max_probes=2))
+        try:
+            results = [worker.probe(samples["mp4"]) for _ in range(3)]
+            with pytest.raises(NotAVideo):
+                worker.probe(samples["text"])
+        finally:
+            worker.close()
+
+        assert results == [probe_file(samples["mp4"])] * 3
+        assert worker.started == 2
+
     async def test_async_probe_uses_the_child(self, samples: dict[str, Path]) -> None:
         result = await probe_module.probe(samples["mp4"])
 

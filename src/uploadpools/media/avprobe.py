@@ -397,18 +397,20 @@ class _Collect(logging.Handler):
 
 
 def serve() -> None:
-    """The probe child's loop: ``python -c "...; serve()" IDLE_EXIT_S LOG_LEVEL``.
+    """The probe child's loop: ``python -c "...; serve()" IDLE_EXIT_S LOG_LEVEL MAX_PROBES``.
 
     Reads one JSON request per line on stdin (``{"path": ...}``) and answers one JSON
     line each: ``{"result": {...}}``, ``{"refused": reason}`` (not a usable video) or
     ``{"error": ...}`` (a bug), plus the log records of that probe. The first line out
     is ``{"ready": true}``, once PyAV is imported. Exits with status 0 when stdin
-    closes (the server went away) or after IDLE_EXIT_S seconds without a request;
-    ``uploadpools.media.probe`` relies on that status to tell an idle exit from a
-    crash.
+    closes (the server went away), after IDLE_EXIT_S seconds without a request, or
+    after its MAX_PROBES-th answer (marked ``"last": true``), so that the heap FFmpeg
+    fragments over many probes is given back; ``uploadpools.media.probe`` relies on
+    that status to tell a planned exit from a crash.
     """
     idle_exit_s = float(sys.argv[1])
     level = int(sys.argv[2]) if len(sys.argv) > 2 else logging.WARNING
+    max_probes = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # 0: no limit
     # Ctrl-C in a terminal reaches the whole process group: the server stops, and this
     # child finishes its probe and leaves when its stdin closes.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -428,6 +430,7 @@ def serve() -> None:
 
     answer({"ready": True})
     pending = b""
+    probes = 0
     while True:
         while b"\n" not in pending:
             readable, _, _ = select.select([requests], [], [], idle_exit_s)
@@ -447,4 +450,9 @@ def serve() -> None:
         except Exception as exc:
             message = {"error": f"{type(exc).__name__}: {exc}"}
         message["logs"] = collect.records
+        probes += 1
+        if probes == max_probes:
+            message["last"] = True
         answer(message)
+        if message.get("last"):
+            return

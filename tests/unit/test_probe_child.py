@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -94,6 +95,18 @@ class TestVerdictsMatchInProcess:
 
         assert results == [probe_file(samples["mp4"])] * 3
         assert worker.started == 2
+
+    def test_child_outlives_a_sigterm_meant_for_the_server(
+        self, child: ProbeWorker, samples: dict[str, Path]
+    ) -> None:
+        child.probe(samples["mp4"])
+        pid = child.pid
+        assert pid is not None
+
+        os.kill(pid, signal.SIGTERM)
+
+        assert child.probe(samples["mkv"]) == probe_file(samples["mkv"])
+        assert child.pid == pid
 
     async def test_async_probe_uses_the_child(self, samples: dict[str, Path]) -> None:
         result = await probe_module.probe(samples["mp4"])

@@ -411,9 +411,12 @@ def serve() -> None:
     idle_exit_s = float(sys.argv[1])
     level = int(sys.argv[2]) if len(sys.argv) > 2 else logging.WARNING
     max_probes = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # 0: no limit
-    # Ctrl-C in a terminal reaches the whole process group: the server stops, and this
-    # child finishes its probe and leaves when its stdin closes.
+    # The server decides when this child ends: its stdin closes when the server exits.
+    # Ctrl-C in a terminal and systemd's stop (SIGTERM to the whole control group) reach
+    # this child too; dying of them mid-probe would read as FFmpeg crashing on the file
+    # (refused, or a fetched video skipped) while the server shuts down gracefully.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Answers get a descriptor of their own; anything else writing to stdout (a stray
     # print, a C library) goes to stderr instead of corrupting them.
     answers = os.fdopen(os.dup(1), "wb", buffering=0)

@@ -29,6 +29,10 @@ from uploadpools.media.service import store_probed
 from uploadpools.media.storage import LocalStorage
 
 
+def without_detail(reason: str) -> str:
+    return reason.split(" (FFmpeg: ")[0]
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -71,7 +75,9 @@ class TestVerdictsMatchInProcess:
         with pytest.raises(NotAVideo) as in_child:
             child.probe(samples[name])
 
-        assert in_child.value.reason == in_process.value.reason
+        # PyAV drops an FFmpeg message that repeats the previous one, so the
+        # "(FFmpeg: ...)" detail depends on what the process probed before.
+        assert without_detail(in_child.value.reason) == without_detail(in_process.value.reason)
 
     def test_one_child_serves_many_probes(
         self, child: ProbeWorker, samples: dict[str, Path]

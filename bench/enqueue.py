@@ -702,6 +702,13 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
         + f" MB; overall peak {rss_peak:.0f} MB ({sampler.samples} samples)"
     )
+    out(
+        "  of which the server process alone: "
+        + ", ".join(f"{k} {v / MB:.0f}" for k, v in sampler.own_peaks.items())
+        + " MB; its children (the migration child at startup, the probe child): "
+        + ", ".join(f"{k} {v / MB:.0f}" for k, v in sampler.children_peaks.items())
+        + " MB"
+    )
     if up is not None:
         upload_peak = peaks.get("upload", 0.0)
         out(

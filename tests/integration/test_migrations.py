@@ -7,7 +7,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from uploadpools.store.base import Base
-from uploadpools.store.migrate import current_revision, head_revision
+from uploadpools.store.migrate import alembic_config, current_revision, head_revision
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,6 +23,12 @@ async def test_no_drift_between_models_and_migrations(app) -> None:  # type: ign
         changes = await conn.run_sync(diff)
     assert changes == []
     assert await current_revision(engine) == head_revision()
+
+
+async def test_head_revision_is_alembics_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 async def test_scheduled_firing_is_unique_per_slot_and_local_date(app, tenant) -> None:  # type: ignore[no-untyped-def]

@@ -8,6 +8,8 @@ from sqlalchemy import select, update
 
 from apihelpers import fields, make_account, make_pool
 from media_samples import make_text_file, make_truncated_mp4
+from probehelpers import fake_worker
+from uploadpools.media import probe
 from uploadpools.models import Media, QueueItem
 
 pytestmark = pytest.mark.asyncio
@@ -98,6 +100,20 @@ class TestUpload:
         pool = await setup_pool(client, tenant)
         r = await upload(client, tenant, pool["id"], make_truncated_mp4(tmp_path / "cut.mp4"))
         assert fields(r) == {"file"}
+        assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
+
+    async def test_probe_crash_refuses_the_upload_and_keeps_nothing(
+        self, client, tenant, settings, sample_mp4, monkeypatch
+    ):
+        crashing = fake_worker("crash")
+        monkeypatch.setattr(probe, "_default", crashing)
+        pool = await setup_pool(client, tenant)
+        try:
+            r = await upload(client, tenant, pool["id"], sample_mp4)
+        finally:
+            crashing.close()
+        assert fields(r) == {"file"}
+        assert "checker crashed (SIGSEGV)" in r.json()["errors"][0]["message"]
         assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
 
     async def test_oversized_upload_is_413_and_nothing_kept(

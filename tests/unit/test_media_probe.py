@@ -11,7 +11,8 @@ from media_samples import (
     make_truncated_mp4,
     make_undecodable_mp4,
 )
-from uploadpools.media.probe import NotAVideo, ProbeResult, probe, probe_file
+from uploadpools.media.avprobe import probe_file
+from uploadpools.media.probe import NotAVideo, ProbeResult, probe
 
 
 @pytest.fixture(scope="module")

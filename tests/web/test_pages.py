@@ -45,6 +45,15 @@ class TestSession:
         assert r.status_code == 403
         assert "up_session" not in client.cookies
 
+    async def test_unknown_email_is_refused_like_a_wrong_password(self, client):
+        r = await client.get("/signin")
+        r = await client.post(
+            "/signin",
+            data={"email": "nobody@example.com", "password": "nope", "csrf": csrf_of(r.text)},
+        )
+        assert r.status_code == 400 and "do not match" in r.text
+        assert "up_session" not in client.cookies
+
     async def test_repeated_failures_are_throttled_until_the_window_passes(
         self, client, tenant, clock
     ):

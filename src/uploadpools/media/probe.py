@@ -1,66 +1,71 @@
-"""Decide whether a stored file is a usable video, and describe it.
+"""Decide whether a stored file is a usable video: the server's side.
 
-``probe_file`` is synchronous and CPU/disk bound (PyAV/FFmpeg); async callers use
-``probe``, which runs it in a worker thread.
+FFmpeg never runs in the server process. ``probe`` hands the file's path to one
+long-lived child process (``avprobe.serve``: PyAV and the checks described in
+``uploadpools.media.avprobe``, nothing else imported), which probes one file at a
+time and answers with the video's properties or the reason it is refused. That keeps
+FFmpeg's libraries and the heap that probing grows (frames, demuxer buffers, decoder
+threads) out of the server, whose memory is what a self-hoster budgets for.
 
-What "usable" means here:
+The child is started on first use (``python -c``, the server's own interpreter and
+environment) and leaves on its own after ``IDLE_EXIT_S`` without a request, after
+``MAX_PROBES_PER_CHILD`` probes (the next probe starts a fresh one), or when the server
+goes away (its stdin closes). Probes queue for it, so only one probe's memory is ever
+in use. Its failures are errors, never hangs:
 
-* FFmpeg recognises the container (only a fixed set of ordinary video
-  containers is accepted, and only the ``file`` protocol may be used, so a
-  crafted playlist cannot make FFmpeg fetch URLs or other local files);
-* there is a real video stream (cover art attached to an audio file does not
-  count) with a non-zero frame size;
-* the container or stream declares a positive, finite duration;
-* the first video frame actually decodes;
-* the file is not truncated (see ``_check_box_layout`` and ``_check_tail``).
+* a probe that takes longer than ``PROBE_TIMEOUT_S``: the child is killed and the file
+  is refused (``NotAVideo``: "checking the video took longer than ...");
+* the child dies while probing a file (FFmpeg crashed on it): the file is refused,
+  naming how the checker ended; the next probe starts a new child;
+* the child cannot start at all: ``ProbeUnavailable``, a server problem (500), not
+  the file's.
 
-The whole file is never decoded, so probing a 1 GB upload costs roughly the
-first GOP's worth of decoding plus a few seconds' worth of demuxing at the end.
+This module imports nothing heavy: the child imports it for ``ProbeResult`` and
+``NotAVideo``.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import json
 import logging
-import math
-import struct
+import os
+import select
+import signal
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import anyio.to_thread
-import av
-import av.logging
-from av.container import InputContainer
-from av.stream import Disposition
+__all__ = [
+    "IDLE_EXIT_S",
+    "MAX_PROBES_PER_CHILD",
+    "PROBE_TIMEOUT_S",
+    "NotAVideo",
+    "ProbeResult",
+    "ProbeUnavailable",
+    "ProbeWorker",
+    "probe",
+]
 
-logger = logging.getLogger(__name__)
+# Far above what a probe takes (its work is bounded: see avprobe), so only a
+# pathological file or a stuck FFmpeg reaches it.
+PROBE_TIMEOUT_S = 120.0
+# Importing PyAV takes ~0.1 s; a starved machine may need much longer.
+START_TIMEOUT_S = 60.0
+# The child's ~35 MB are given back this long after the last probe.
+IDLE_EXIT_S = 30.0
+# A fresh child every so many probes: FFmpeg fragments the child's heap a little with
+# each one (~4 MB over 5,000 small videos); starting one costs ~0.1 s of CPU.
+MAX_PROBES_PER_CHILD = 1000
 
-__all__ = ["NotAVideo", "ProbeResult", "probe", "probe_file"]
-
-# Demuxers FFmpeg may use.  Anything else (playlists, concat lists, image
-# sequences, raw bitstreams, ...) is refused before FFmpeg interprets it.
-_ALLOWED_DEMUXERS = "mov,matroska,webm,avi,flv,mpegts,mpeg,ogg,asf"
-_OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": _ALLOWED_DEMUXERS}
-
-# Bounds on the work done per probe.
-_MAX_PACKETS_FOR_FIRST_FRAME = 300
-_TAIL_WINDOW_S = 3.0
-_MAX_TAIL_PACKETS = 20_000
-_MAX_TAIL_BYTES = 256 * 1024 * 1024
-_MAX_TOP_LEVEL_BOXES = 10_000
-
-# How some of FFmpeg's demuxer names read to a person.
-_FRIENDLY_FORMAT_NAMES = {
-    "tty": "plain text",
-    "hls": "an HLS playlist",
-    "concat": "an FFmpeg concat list",
-    "image2": "an image",
-    "png_pipe": "a PNG image",
-    "jpeg_pipe": "a JPEG image",
-    "gif": "a GIF image",
-    "mp3": "an MP3 audio file",
-    "wav": "a WAV audio file",
-}
+# The checks' log records are logged here, under the name they have in the child.
+_child_logger = logging.getLogger("uploadpools.media.avprobe")
 
 
 @dataclass(frozen=True)
@@ -82,317 +87,219 @@ class NotAVideo(Exception):
         self.reason = reason
 
 
-_logging_configured = False
-_logging_lock = threading.Lock()
+class ProbeUnavailable(RuntimeError):
+    """The probe child could not be started or broke its protocol (a server problem)."""
 
 
-def _configure_av_logging() -> None:
-    """Route FFmpeg errors (only) through PyAV's logging hook.
+def child_command(
+    idle_exit_s: float = IDLE_EXIT_S,
+    log_level: int | None = None,
+    max_probes: int = MAX_PROBES_PER_CHILD,
+) -> list[str]:
+    level = _child_logger.getEffectiveLevel() if log_level is None else log_level
+    return [
+        sys.executable,
+        "-c",
+        "from uploadpools.media.avprobe import serve; serve()",
+        repr(float(idle_exit_s)),
+        str(level),
+        str(max_probes),
+    ]
 
-    PyAV's default swallows every FFmpeg message, which also strips the detail
-    from raised errors ("moov atom not found" becomes a bare "Invalid data").
-    At ERROR level warnings stay silent, errors reach exception messages, and
-    ``probe_file`` captures them per call.  An application that already chose
-    a level (e.g. VERBOSE while debugging) is left alone.
+
+class ProbeWorker:
+    """Client of one probe child; ``probe`` is blocking and thread-safe (one at a time).
+
+    ``command`` starts the child (``child_command()`` by default); tests pass others
+    to make a child crash or hang.
     """
-    global _logging_configured
-    with _logging_lock:
-        if _logging_configured:
-            return
-        if av.logging.get_level() is None:
-            av.logging.set_level(av.logging.ERROR)
-        _logging_configured = True
 
+    def __init__(
+        self,
+        command: Sequence[str] | None = None,
+        *,
+        timeout_s: float = PROBE_TIMEOUT_S,
+        start_timeout_s: float = START_TIMEOUT_S,
+    ) -> None:
+        self.command = list(command) if command is not None else child_command()
+        self.timeout_s = timeout_s
+        self.start_timeout_s = start_timeout_s
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pending = b""
+        self.started = 0  # children started so far
 
-def _ffmpeg_detail(logs: list[tuple[int, str, str]]) -> str:
-    errors = [msg.strip() for level, _name, msg in logs if level <= av.logging.ERROR]
-    return f" (FFmpeg: {errors[-1]})" if errors else ""
+    @property
+    def pid(self) -> int | None:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
 
+    def probe(self, path: Path) -> ProbeResult:
+        request = json.dumps({"path": str(path)}).encode() + b"\n"
+        with self._lock:
+            for attempt in (1, 2):
+                proc = self._running()
+                assert proc.stdin is not None
+                try:
+                    proc.stdin.write(request)
+                except BrokenPipeError:
+                    status = self._reap()
+                    if attempt == 1:
+                        continue  # it had just left; not this file's doing
+                    raise ProbeUnavailable(f"the video probe process {_ended(status)}") from None
+                answer = self._read_line(proc, self.timeout_s)
+                if answer is None:  # it went away without answering
+                    status = self._reap()
+                    if status == 0 and attempt == 1:
+                        # An idle exit that crossed our request: it never read it.
+                        continue
+                    raise NotAVideo(f"the video checker {_ended(status)} while reading this file")
+                if answer is _TIMED_OUT:
+                    self._discard()
+                    raise NotAVideo(f"checking the video took longer than {self.timeout_s:g} s")
+                if answer.get("last"):
+                    self._reap()  # it leaves after this answer; the next probe starts another
+                return self._result(answer)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-def probe_file(path: Path) -> ProbeResult:
-    """Inspect ``path`` and return its properties, or raise ``NotAVideo``."""
-    _configure_av_logging()
-    path = Path(path).resolve()
-    try:
-        file_size = path.stat().st_size
-    except FileNotFoundError:
-        raise NotAVideo("the file does not exist") from None
-    if file_size == 0:
-        raise NotAVideo("the file is empty")
+    def close(self) -> None:
+        """Let the child go (it exits when its stdin closes); kill it if it lingers."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(2.0)
+            self._discard()
 
-    with av.logging.Capture() as logs:
+    # -- internals (called with the lock held) --
+
+    def _running(self) -> subprocess.Popen[bytes]:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            return proc
+        if proc is not None:
+            self._reap()
+        env = dict(os.environ)
+        # glibc malloc, tuned for what FFmpeg allocates: its decoder threads would each
+        # get an arena (see kit.memory), and its packet and frame buffers (up to a few
+        # MB each) would raise the mmap threshold and then stay in the heap once freed;
+        # a fixed threshold maps and unmaps them (child: ~5 MB less after a 1 GB upload).
+        env.setdefault("MALLOC_ARENA_MAX", "2")
+        env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
         try:
-            result = _probe(path, file_size, logs)
-        except NotAVideo:
-            raise
-        except av.FFmpegError as exc:
-            raise NotAVideo(f"the file could not be read as a video: {exc}") from exc
-    for level, name, message in logs:
-        # Only reached for files that passed; FFmpeg errors on those are worth
-        # seeing, but they are not the uploader's problem.
-        if level <= av.logging.ERROR:
-            logger.warning("ffmpeg [%s] while probing %s: %s", name, path, message.strip())
-    return result
+            proc = subprocess.Popen(
+                self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, env=env
+            )
+        except OSError as exc:
+            raise ProbeUnavailable(f"cannot start the video probe process: {exc}") from exc
+        self._proc, self._pending = proc, b""
+        self.started += 1
+        ready = self._read_line(proc, self.start_timeout_s)
+        if ready is None or ready is _TIMED_OUT or ready.get("ready") is not True:
+            status = self._discard()
+            why = "did not start in time" if ready is _TIMED_OUT else _ended(status)
+            raise ProbeUnavailable(f"the video probe process {why}")
+        return proc
+
+    def _read_line(self, proc: subprocess.Popen[bytes], timeout_s: float) -> Any:
+        """The next JSON line from the child; None at EOF; _TIMED_OUT after ``timeout_s``."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _TIMED_OUT
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            self._discard()
+            raise ProbeUnavailable(
+                f"the video probe process answered something else than JSON: {line[:200]!r}"
+            ) from None
+        if not isinstance(message, dict):
+            self._discard()
+            raise ProbeUnavailable(f"unexpected answer from the video probe process: {message!r}")
+        return message
+
+    def _result(self, answer: dict[str, Any]) -> ProbeResult:
+        for level, text in answer.get("logs", ()):
+            _child_logger.log(level, "%s", text)
+        if "result" in answer:
+            return ProbeResult(**answer["result"])
+        if "refused" in answer:
+            raise NotAVideo(answer["refused"])
+        raise RuntimeError(f"the video probe failed: {answer.get('error', answer)}")
+
+    def _discard(self) -> int | None:
+        """Kill the child (if still running) and reap it; its exit status."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        return self._reap()
+
+    def _reap(self) -> int | None:
+        proc, self._proc, self._pending = self._proc, None, b""
+        if proc is None:
+            return None
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        try:
+            return proc.wait(5.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+_TIMED_OUT: Any = object()
+
+
+def _ended(status: int | None) -> str:
+    if status is None:
+        return "is gone"
+    if status < 0:
+        try:
+            name = signal.Signals(-status).name
+        except ValueError:
+            name = f"signal {-status}"
+        return f"crashed ({name})"
+    return f"exited with status {status}"
+
+
+_default: ProbeWorker | None = None
+_default_lock = threading.Lock()
+
+
+def default_worker() -> ProbeWorker:
+    """This process's probe child (one per process)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ProbeWorker()
+            atexit.register(_default.close)
+        return _default
 
 
 async def probe(path: Path) -> ProbeResult:
-    """Async wrapper for ``probe_file``; runs in a worker thread."""
-    return await anyio.to_thread.run_sync(probe_file, Path(path))
+    """Probe ``path`` in the probe child; raise ``NotAVideo`` when it is not a usable video.
 
-
-def _probe(path: Path, file_size: int, logs: list[tuple[int, str, str]]) -> ProbeResult:
-    # Cheap structural check first: for a cut MP4 it gives a far clearer reason
-    # than FFmpeg's "moov atom not found".
-    _check_box_layout(path, file_size)
-
-    try:
-        container = av.open(str(path), mode="r", options=_OPEN_OPTIONS)
-    except av.FFmpegError as exc:
-        raise NotAVideo(_open_failure_reason(logs)) from exc
-
-    with container:
-        video = _pick_video_stream(container)
-        codec_ctx = video.codec_context
-        width, height = int(codec_ctx.width or 0), int(codec_ctx.height or 0)
-        if width <= 0 or height <= 0:
-            raise NotAVideo("the video stream has no frame size (width/height unknown)")
-        video_codec = codec_ctx.name or video.codec.name
-        audio_codec = next((s.codec_context.name for s in container.streams.audio), None)
-
-        duration_s = _declared_duration(container, video)
-        if duration_s is None:
-            raise NotAVideo("the video's duration is zero or unknown")
-
-        _decode_first_frame(container, video, video_codec, logs)
-        _check_tail(container, video, duration_s, file_size, logs)
-
-        short_name, content_type = _container_identity(container, path)
-
-    return ProbeResult(
-        container=short_name,
-        video_codec=video_codec,
-        audio_codec=audio_codec,
-        duration_s=duration_s,
-        width=width,
-        height=height,
-        content_type=content_type,
-    )
-
-
-def _open_failure_reason(logs: list[tuple[int, str, str]]) -> str:
-    for level, name, message in reversed(logs):
-        if level <= av.logging.ERROR and message.startswith("Format not on whitelist"):
-            detected = _FRIENDLY_FORMAT_NAMES.get(name, f"{name!r} data")
-            return f"this is not a video file: it looks like {detected}, not a video container"
-    return f"this is not a recognised video file{_ffmpeg_detail(logs)}"
-
-
-def _pick_video_stream(container: InputContainer):
-    candidates = [
-        s for s in container.streams.video if not (s.disposition & Disposition.attached_pic)
-    ]
-    if not candidates:
-        kinds = sorted({s.type for s in container.streams})
-        found = ", ".join(kinds) if kinds else "no streams at all"
-        raise NotAVideo(f"the file has no video stream (found: {found})")
-    # The largest picture wins; ties keep FFmpeg's order.
-    return max(
-        candidates, key=lambda s: (s.codec_context.width or 0) * (s.codec_context.height or 0)
-    )
-
-
-def _declared_duration(container: InputContainer, video) -> float | None:
-    candidates: list[float] = []
-    if container.duration is not None and container.duration > 0:
-        candidates.append(container.duration / av.time_base)
-    if video.duration is not None and video.time_base is not None and video.duration > 0:
-        candidates.append(float(video.duration * video.time_base))
-    for value in candidates:
-        if math.isfinite(value) and value > 0:
-            return value
-    return None
-
-
-def _decode_first_frame(
-    container: InputContainer, video, video_codec: str, logs: list[tuple[int, str, str]]
-) -> None:
-    """Decode packets from the start until one frame comes out (bounded)."""
-    codec_ctx = video.codec_context
-    try:
-        packets = 0
-        for packet in container.demux(video):
-            if packet.size == 0:
-                continue  # PyAV's end-of-stream marker
-            if codec_ctx.decode(packet):
-                return
-            packets += 1
-            if packets >= _MAX_PACKETS_FOR_FIRST_FRAME:
-                break
-        # Short clips or deep reordering: drain the decoder once.
-        if codec_ctx.decode(None):
-            return
-    except av.FFmpegError as exc:
-        raise NotAVideo(
-            f"could not decode any frame of the {video_codec} video stream"
-            f"{_ffmpeg_detail(logs) or f' ({exc})'}"
-        ) from exc
-    raise NotAVideo(
-        f"could not decode any frame of the {video_codec} video stream{_ffmpeg_detail(logs)}"
-    )
-
-
-def _check_box_layout(path: Path, file_size: int) -> None:
-    """Truncation check for MP4/MOV (ISO base media) files.
-
-    An ISO-BMFF file is a sequence of top-level boxes, each starting with its
-    own length.  Walking those headers costs a handful of tiny reads, however
-    large the file is, and catches both ways a cut MP4 looks:
-
-    * ``moov`` after ``mdat`` (the muxer default): the index is gone and
-      ``mdat`` claims more bytes than remain;
-    * ``moov`` first ("faststart"): the index survives, but ``mdat`` still
-      claims more bytes than remain, so samples would be read past EOF.
-
-    Files that do not start like ISO-BMFF are left to FFmpeg.
+    Waits in a worker thread, so the event loop keeps serving meanwhile.
     """
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8 or head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide"):
-            return
-        offset = 0
-        for _ in range(_MAX_TOP_LEVEL_BOXES):
-            if offset == file_size:
-                return
-            fh.seek(offset)
-            header = fh.read(16)
-            if len(header) < 8:
-                # A few stray bytes after the last box: harmless padding.  (If
-                # a needed box were missing, FFmpeg would say so.)
-                return
-            size, box_type = struct.unpack(">I4s", header[:8])
-            if not all(0x20 <= b < 0x7F for b in box_type):
-                # Not a plausible box type: stop walking and let FFmpeg judge.
-                return
-            name = box_type.decode("ascii")
-            if size == 1:  # 64-bit "largesize" follows the type
-                if len(header) < 16:
-                    raise NotAVideo("the file is truncated inside a box header")
-                size = struct.unpack(">Q", header[8:16])[0]
-                if size < 16:
-                    raise NotAVideo(f"the file is corrupt: box {name!r} has an invalid size")
-            elif size == 0:  # "extends to the end of the file"
-                return
-            elif size < 8:
-                raise NotAVideo(f"the file is corrupt: box {name!r} has an invalid size")
-            if offset + size > file_size:
-                raise NotAVideo(
-                    f"the file is truncated: its {name!r} box needs {offset + size} bytes "
-                    f"but the file has only {file_size}"
-                )
-            offset += size
+    # Imported here: the probe child imports this module and needs none of it.
+    import anyio.to_thread
 
-
-def _check_tail(
-    container: InputContainer,
-    video,
-    duration_s: float,
-    file_size: int,
-    logs: list[tuple[int, str, str]],
-) -> None:
-    """Truncation check for every container: are the last seconds there?
-
-    Seek (on the video stream, to any frame, not just a keyframe) to a few
-    seconds before the declared end and demux, without decoding, through to
-    EOF.  A complete file yields packets whose end time reaches the declared
-    duration; a cut file stops early (FFmpeg logs "partial file" and reports
-    EOF) or yields corrupt packets.  Work is bounded by a packet and byte
-    budget: if seeking did not bring us close to the end (some formats cannot
-    seek precisely) the budget runs out before EOF and the check is skipped
-    rather than reading a huge file end to end.
-    """
-    start_s = (container.start_time or 0) / av.time_base
-    target_s = max(0.0, duration_s - _TAIL_WINDOW_S)
-    if target_s > 0 and video.time_base is not None:
-        try:
-            video_start = video.start_time or 0
-            container.seek(
-                video_start + int(target_s / video.time_base),
-                stream=video,
-                backward=True,
-                any_frame=True,
-            )
-        except av.FFmpegError:
-            logger.debug("seek failed while probing; demuxing from the current position")
-
-    last_end_s: float | None = None
-    packets = 0
-    data_bytes = 0
-    for packet in container.demux():
-        if packet.size == 0:
-            continue  # end-of-stream marker
-        if packet.is_corrupt:
-            raise NotAVideo(
-                f"the file is truncated or corrupt: damaged data near the end{_ffmpeg_detail(logs)}"
-            )
-        if packet.pos is not None and packet.pos >= 0 and packet.pos + packet.size > file_size:
-            raise NotAVideo("the file is truncated: media data runs past the end of the file")
-        ts = packet.pts if packet.pts is not None else packet.dts
-        if ts is not None and packet.time_base is not None:
-            end = float((ts + (packet.duration or 0)) * packet.time_base) - start_s
-            last_end_s = end if last_end_s is None else max(last_end_s, end)
-        packets += 1
-        data_bytes += packet.size
-        if packets >= _MAX_TAIL_PACKETS or data_bytes >= _MAX_TAIL_BYTES:
-            logger.debug("tail check budget exhausted; truncation not verified")
-            return
-
-    # Generous, because some containers only estimate their duration; a
-    # truncated MP4/MOV is caught exactly by the box check anyway.
-    tolerance = max(0.5, 0.05 * duration_s)
-    if last_end_s is None:
-        raise NotAVideo(
-            f"the file is truncated: no media data could be read near its declared end "
-            f"({duration_s:.1f} s){_ffmpeg_detail(logs)}"
-        )
-    if last_end_s < duration_s - tolerance:
-        raise NotAVideo(
-            f"the file is truncated: media data stops at {max(0.0, last_end_s):.1f} s "
-            f"but the file declares {duration_s:.1f} s{_ffmpeg_detail(logs)}"
-        )
-
-
-def _container_identity(container: InputContainer, path: Path) -> tuple[str, str]:
-    names = container.format.name.split(",")
-    if "mov" in names or "mp4" in names:
-        brand = container.metadata.get("major_brand", "").strip().lower()
-        if brand == "qt":
-            return "mov", "video/quicktime"
-        return "mp4", "video/mp4"
-    if "matroska" in names or "webm" in names:
-        if _ebml_doctype(path) == "webm":
-            return "webm", "video/webm"
-        return "matroska", "video/x-matroska"
-    return names[0], "application/octet-stream"
-
-
-def _ebml_doctype(path: Path) -> str | None:
-    """Read the DocType ("webm" or "matroska") from an EBML header.
-
-    FFmpeg uses one demuxer for both and does not report which one it saw.
-    """
-    with path.open("rb") as fh:
-        head = fh.read(128)
-    if not head.startswith(b"\x1a\x45\xdf\xa3"):
-        return None
-    at = head.find(b"\x42\x82")
-    if at < 0 or at + 3 > len(head):
-        return None
-    first = head[at + 2]
-    length_bytes = 9 - first.bit_length() if first else 0
-    if not 1 <= length_bytes <= 8 or at + 2 + length_bytes > len(head):
-        return None
-    size = first & ((1 << (8 - length_bytes)) - 1)
-    for b in head[at + 3 : at + 2 + length_bytes]:
-        size = (size << 8) | b
-    value = head[at + 2 + length_bytes : at + 2 + length_bytes + size]
-    return value.decode("ascii", "replace").rstrip("\x00") or None
+    return await anyio.to_thread.run_sync(default_worker().probe, Path(path))

@@ -5,6 +5,7 @@ its own CSRF token, sent back in every form (`csrf` field) and XHR (`X-CSRF-Toke
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -123,7 +124,7 @@ async def check_password(
     throttle.check(email, now)
     user = await session.scalar(select(User).where(User.email == email))
     # Verify against a dummy hash for unknown emails too, so timing does not tell them apart.
-    ok = crypto.verify_password(user.password_hash if user else _DUMMY_HASH, password)
+    ok = crypto.verify_password(user.password_hash if user else _dummy_hash(), password)
     if user is None or not ok:
         throttle.failed(email, now)
         return None
@@ -131,7 +132,11 @@ async def check_password(
     return user
 
 
-_DUMMY_HASH = crypto.hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def _dummy_hash() -> str:
+    # Made on first need, not at import: argon2 maps 64 MiB while hashing, which at
+    # start-up was the server's peak memory.
+    return crypto.hash_password(secrets.token_urlsafe(16))
 
 
 async def start(session: AsyncSession, user: User, now: datetime) -> tuple[str, WebSession] | None:

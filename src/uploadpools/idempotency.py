@@ -120,7 +120,8 @@ class IdempotencyGuard:
         raise IdempotencyInProgress("could not claim the Idempotency-Key; retry")
 
     async def complete(self, session: AsyncSession, status_code: int, body: bytes) -> None:
-        """Record the response inside the caller's (the work's) transaction."""
+        """Record the response inside the caller's (the work's) transaction; the caller
+        calls `done()` once that transaction has committed."""
         if not self.claimed:
             return
         rec = await session.scalar(
@@ -134,7 +135,11 @@ class IdempotencyGuard:
         rec.state = "done"
         rec.status_code = status_code
         rec.body = body
-        self.completed = True
+
+    def done(self) -> None:
+        """The work and its record are committed: the claim is no longer ours to release.
+        (Until then a failed commit still releases it, so a retry is not refused as running.)"""
+        self.completed = self.claimed
 
     async def release(self) -> None:
         if not self.claimed or self.completed:

@@ -181,6 +181,39 @@ class TestEnqueue:
         assert await item_count(app) == 1
 
 
+class TestFailedCommit:
+    async def test_a_commit_that_fails_after_recording_releases_the_key(self, app, client, tenant):
+        # The response is recorded in the work's transaction; if that commit fails, the
+        # claim must still be released, or a retry would be refused (409) for an hour.
+        import httpx
+        from sqlalchemy import event
+        from sqlalchemy.orm import Session
+
+        failed: list[bool] = []
+
+        def fail_once(session: Session) -> None:
+            recording = any(
+                isinstance(o, IdempotencyRecord) and o.state == "done" for o in session.dirty
+            )
+            if recording and not failed:
+                failed.append(True)
+                raise RuntimeError("the disk is full")
+
+        acc = await make_account(client, tenant)
+        body = {"name": "p", "timezone": "UTC", "slots": [{"time": "09:00", "account_ids": [acc]}]}
+        h = tenant.headers | {"Idempotency-Key": "pool-1"}
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        event.listen(Session, "before_commit", fail_once)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                first = await c.post("/api/v1/pools", json=body, headers=h)
+        finally:
+            event.remove(Session, "before_commit", fail_once)
+        assert first.status_code == 500
+        again = await client.post("/api/v1/pools", json=body, headers=h)
+        assert again.status_code == 201, again.text
+
+
 class TestOtherPosts:
     async def test_create_pool_replays(self, client, tenant, app):
         acc = await make_account(client, tenant)

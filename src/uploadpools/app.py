@@ -117,6 +117,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.uploadpools.enqueues.aclose()
             if run_background:
                 await runner.stop()
             if http_client is None:

@@ -9,6 +9,7 @@ so a pool posting only to them costs nothing here but one dictionary lookup.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,24 +66,34 @@ def constraints_by_platform(settings: Settings) -> dict[str, MediaConstraints]:
 
 async def pool_rules(session: AsyncSession, settings: Settings, pool_id: str) -> list[Rules]:
     """The constraints of the pool's slot accounts (disabled accounts aside)."""
+    return (await pools_rules(session, settings, [pool_id]))[pool_id]
+
+
+async def pools_rules(
+    session: AsyncSession, settings: Settings, pool_ids: Sequence[str]
+) -> dict[str, list[Rules]]:
+    """`pool_rules` of several pools in one query."""
+    out: dict[str, list[Rules]] = {p: [] for p in pool_ids}
     table = constraints_by_platform(settings)
-    if not table:
-        return []
+    if not table or not pool_ids:
+        return out
     rows = (
         await session.execute(
-            select(Account.name, Account.platform)
+            select(Slot.pool_id, Account.name, Account.platform)
             .join(SlotAccount, SlotAccount.account_id == Account.id)
             .join(Slot, Slot.id == SlotAccount.slot_id)
             .where(
-                Slot.pool_id == pool_id,
+                Slot.pool_id.in_(pool_ids),
                 Account.platform.in_(table),
                 Account.status != "disabled",
             )
             .distinct()
-            .order_by(Account.name)
+            .order_by(Slot.pool_id, Account.name, Account.platform)
         )
     ).all()
-    return [Rules(name, platform, table[platform]) for name, platform in rows]
+    for pool_id, name, platform in rows:
+        out[pool_id].append(Rules(name, platform, table[platform]))
+    return out
 
 
 def _s(x: float) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, literal, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from uploadpools.models import Delivery, Media, QueueItem
+from uploadpools.models import Delivery, Media, Pool, QueueItem
+from uploadpools.store.bulk import insert_rows
 
 STEP = 1 << 20
 
@@ -26,6 +28,44 @@ class QueueRepository:
             select(func.max(QueueItem.seq)).where(QueueItem.pool_id == pool_id)
         )
         return (top or 0) + STEP
+
+    async def backs(self, pool_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per pool: the back of its queue (max seq, any status; 0 when empty) and how many
+        items are queued, in one round trip. Run it after taking the pools' row locks."""
+        if not pool_ids:
+            return {}
+        parts = [
+            select(
+                literal(pool_id).label("pool_id"),
+                select(func.max(QueueItem.seq))
+                .where(QueueItem.pool_id == pool_id)
+                .scalar_subquery()
+                .label("top"),
+                select(func.count())
+                .select_from(QueueItem)
+                .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+                .scalar_subquery()
+                .label("queued"),
+            )
+            for pool_id in pool_ids
+        ]
+        q = parts[0] if len(parts) == 1 else union_all(*parts)
+        rows = (await self.session.execute(q)).all()
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
+
+    async def lock_pools(self, pool_ids: Sequence[str]) -> list[Pool]:
+        """The pools, row-locked in id order (so two writers never wait on each other in a
+        cycle): the lock that serialises every change to a pool's queue order."""
+        if not pool_ids:
+            return []
+        q = select(Pool).where(Pool.id.in_(sorted(set(pool_ids)))).order_by(Pool.id)
+        return list((await self.session.scalars(q.with_for_update())).all())
+
+    async def insert_media(self, rows: list[dict[str, Any]]) -> None:
+        await insert_rows(self.session, Media.__table__, rows)  # type: ignore[arg-type]
+
+    async def insert_items(self, rows: list[dict[str, Any]]) -> None:
+        await insert_rows(self.session, QueueItem.__table__, rows)  # type: ignore[arg-type]
 
     async def front_seq(self, pool_id: str) -> int:
         low = await self.session.scalar(

@@ -89,6 +89,75 @@ async def _subscribers(session: AsyncSession, workspace_id: str) -> list[tuple[s
     return subs[workspace_id]
 
 
+async def _prefetch_subscribers(session: AsyncSession, workspace_ids: set[str]) -> None:
+    """Fill `_subscribers`' per-transaction cache for several workspaces in one query."""
+    tx = session.sync_session.get_transaction()
+    cached = session.info.get(_CACHE)
+    if cached is None or cached[0] is not tx:
+        cached = (tx, {})
+        session.info[_CACHE] = cached
+    subs: dict[str, list[tuple[str, list[str]]]] = cached[1]
+    wanted = sorted(workspace_ids - subs.keys())
+    if not wanted:
+        return
+    for ws in wanted:
+        subs[ws] = []
+    rows = await session.execute(
+        select(WebhookEndpoint.workspace_id, WebhookEndpoint.id, WebhookEndpoint.events).where(
+            WebhookEndpoint.workspace_id.in_(wanted), WebhookEndpoint.disabled_at.is_(None)
+        )
+    )
+    for ws, eid, evs in rows.all():
+        subs[ws].append((eid, list(evs or [])))
+
+
+async def emit_many(
+    session: AsyncSession, type_: str, events: list[tuple[str, dict[str, Any]]], now: datetime
+) -> None:
+    """`emit` for many events of one type, `(workspace_id, data)` each, in order: one
+    subscriber look-up and two multi-row inserts however many there are."""
+    await _prefetch_subscribers(session, {ws for ws, _ in events})
+    event_rows: list[dict[str, Any]] = []
+    delivery_rows: list[dict[str, Any]] = []
+    for workspace_id, data in events:
+        targets = [eid for eid, evs in await _subscribers(session, workspace_id) if type_ in evs]
+        if not targets:
+            continue
+        event_id = new_id()
+        event_rows.append(
+            dict(id=event_id, workspace_id=workspace_id, type=type_, data=data, created_at=now)
+        )
+        delivery_rows += [
+            dict(
+                id=new_id(),
+                event_id=event_id,
+                endpoint_id=eid,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                lease_token=0,
+                lease_until=None,
+                log=[],
+                created_at=now,
+                finished_at=None,
+            )
+            for eid in targets
+        ]
+    if not event_rows:
+        return
+    await session.execute(insert(WebhookEvent.__table__), event_rows)
+    await session.execute(insert(WebhookDelivery.__table__), delivery_rows)
+    await _wake_after_commit(session)
+
+
+async def _wake_after_commit(session: AsyncSession) -> None:
+    tx = session.sync_session.get_transaction()
+    if session.info.get(_WAKE) is not tx:  # once per transaction
+        session.info[_WAKE] = tx
+        sa_event.listen(session.sync_session, "after_commit", _wake_all, once=True)
+        await notify_change(session)
+
+
 async def emit(
     session: AsyncSession,
     workspace_id: str,
@@ -132,11 +201,7 @@ async def emit(
             for eid in targets
         ],
     )
-    tx = session.sync_session.get_transaction()
-    if session.info.get(_WAKE) is not tx:  # once per transaction
-        session.info[_WAKE] = tx
-        sa_event.listen(session.sync_session, "after_commit", _wake_all, once=True)
-        await notify_change(session)
+    await _wake_after_commit(session)
     return event_id
 
 
@@ -158,6 +223,21 @@ def item_data(item: QueueItem) -> dict[str, Any]:
         "skip_detail": item.skip_detail,
         "enqueued_at": iso(item.enqueued_at),
         "dispatched_at": iso(item.dispatched_at),
+    }
+
+
+def queued_item_data(row: dict[str, Any]) -> dict[str, Any]:
+    """`item_data` of an item just queued, from the row written for it."""
+    return {
+        "id": row["id"],
+        "pool_id": row["pool_id"],
+        "title": row["title"],
+        "caption": row["caption"],
+        "status": "queued",
+        "skip_reason": None,
+        "skip_detail": None,
+        "enqueued_at": iso(row["enqueued_at"]),
+        "dispatched_at": None,
     }
 
 

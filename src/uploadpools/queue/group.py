@@ -1,0 +1,192 @@
+"""Group commit of `video_url` enqueues: the enqueues waiting for the store go together.
+
+A request checks what it can alone (auth, body, URL), then hands its video to this
+process's `EnqueueGroup` and waits. One writer task takes every video waiting at that
+moment and writes them in one transaction: the pools locked once, multi-row inserts for
+media and items (and the webhook outbox), each keyed request's Idempotency-Key record,
+one COMMIT. Only then is each request answered, from its own rows: a 201 always means a
+committed item.
+
+There is no timed window: while one group is being written the next one gathers, so an
+idle server writes a lone enqueue at once and a busy one writes many per transaction.
+
+Each video is still judged on its own (its pool, its pre-flight: `QueueService
+.enqueue_urls`); a refused one gets its own error and writes nothing. If the group's
+transaction fails as a whole (a database error), it is rolled back and its videos are
+written again one by one, so the failure reaches only the request that causes it.
+Videos are written in the order they arrived, which is their order in each pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from uploadpools.config import Settings
+from uploadpools.engine.wakeup import notify_change
+from uploadpools.exceptions import UploadPoolsError
+from uploadpools.idempotency import IdempotencyGuard
+from uploadpools.kit.clock import Clock
+from uploadpools.queue.service import NewVideo, QueueService
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 500
+
+
+class GroupClosed(UploadPoolsError):
+    status_code = 503
+    title = "Shutting down"
+    type_slug = "unavailable"
+
+
+@dataclass(eq=False, slots=True)
+class _Waiting:
+    video: NewVideo
+    guard: IdempotencyGuard | None
+    future: asyncio.Future[bytes] = field(repr=False)
+
+
+class EnqueueGroup:
+    """This process's writer of `video_url` enqueues (one task, started on first use)."""
+
+    def __init__(
+        self,
+        maker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock,
+        *,
+        on_commit: Callable[[], None] = lambda: None,
+        max_group: int = MAX_GROUP,
+    ) -> None:
+        self.maker = maker
+        self.settings = settings
+        self.clock = clock
+        self.on_commit = on_commit
+        self.max_group = max_group
+        self._waiting: list[_Waiting] = []
+        self._writing: list[_Waiting] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def enqueue(self, video: NewVideo, guard: IdempotencyGuard | None = None) -> bytes:
+        """Queue `video`; the JSON of its 201 answer once committed, or its own error."""
+        if self._closed:
+            raise GroupClosed("the server is shutting down; retry")
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="enqueue-group")
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(video, guard, future))
+        self._wake.set()
+        return await future
+
+    async def aclose(self) -> None:
+        """Stop the writer; a video not written yet is answered 503 (none should be left:
+        the server stops taking requests and lets running ones finish first)."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for w in [*self._writing, *self._waiting]:
+            _fail(w, GroupClosed("the server is shutting down; retry"))
+        self._writing, self._waiting = [], []
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._waiting:
+                try:
+                    await self._write_waiting()
+                except Exception as exc:  # the store is unreachable: fail this group only
+                    for w in self._writing:
+                        _fail(w, exc)
+                self._writing = []  # (kept when cancelled: `aclose` answers them)
+
+    async def _write_waiting(self) -> None:
+        async with self.maker() as session:
+            # Wait for the store first (on SQLite: the process's one connection), then
+            # take everything that arrived meanwhile.
+            try:
+                await session.connection()
+            finally:
+                self._writing = group = self._take()
+            if not group:
+                return
+            try:
+                answers = await self._write(session, group)
+            except Exception as exc:
+                await session.rollback()
+                if len(group) == 1:
+                    _fail(group[0], exc)
+                    return
+                log.warning(
+                    "writing %d enqueues together failed (%s); writing them one by one",
+                    len(group),
+                    exc,
+                )
+            else:
+                self._answer(group, answers)
+                return
+        for w in group:
+            async with self.maker() as session:
+                try:
+                    answers = await self._write(session, [w])
+                except Exception as exc:
+                    await session.rollback()
+                    _fail(w, exc)
+                else:
+                    self._answer([w], answers)
+
+    def _take(self) -> list[_Waiting]:
+        group = [w for w in self._waiting[: self.max_group] if not w.future.done()]
+        del self._waiting[: self.max_group]
+        return group
+
+    async def _write(
+        self, session: AsyncSession, group: list[_Waiting]
+    ) -> list[bytes | UploadPoolsError]:
+        now = self.clock.now()
+        outcomes = await QueueService(session, self.settings).enqueue_urls(
+            [w.video for w in group], now
+        )
+        answers: list[bytes | UploadPoolsError] = []
+        for w, outcome in zip(group, outcomes, strict=True):
+            if isinstance(outcome, UploadPoolsError):
+                answers.append(outcome)
+                continue
+            body = outcome.model_dump_json().encode()
+            if w.guard is not None:
+                await w.guard.complete(session, 201, body)
+            answers.append(body)
+        if any(isinstance(a, bytes) for a in answers):
+            await notify_change(session)
+        await session.commit()
+        return answers
+
+    def _answer(self, group: list[_Waiting], answers: list[bytes | UploadPoolsError]) -> None:
+        wrote = False
+        for w, answer in zip(group, answers, strict=True):
+            if isinstance(answer, UploadPoolsError):
+                _fail(w, answer)
+                continue
+            wrote = True
+            if w.guard is not None:
+                w.guard.done()
+            if not w.future.done():
+                w.future.set_result(answer)
+        if wrote:
+            self.on_commit()
+
+
+def _fail(w: _Waiting, exc: BaseException) -> None:
+    if not w.future.done():
+        w.future.set_exception(exc)

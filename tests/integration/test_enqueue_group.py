@@ -1,0 +1,310 @@
+"""Group commit of `video_url` enqueues (`queue/group.py`): the videos waiting for the
+store are written in one transaction, each still judged and answered as its own request.
+
+Videos handed to the group together (`asyncio.gather` of `enqueue` calls) are all waiting
+before the writer task first runs, so they form one group: no timing is involved."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from sqlalchemy import event, select
+
+from apihelpers import fields, make_account, make_pool
+from uploadpools.exceptions import ValidationFailed
+from uploadpools.idempotency import IdempotencyGuard
+from uploadpools.models import IdempotencyRecord, Media, QueueItem, WebhookEvent
+from uploadpools.pools.service import PoolNotFound
+from uploadpools.queue.schemas import ItemFields
+from uploadpools.queue.service import NewVideo
+
+pytestmark = pytest.mark.asyncio
+
+URL = "http://127.0.0.1:9/v.mp4"
+
+
+def video(tenant, pool_id: str, title: str = "", **over) -> NewVideo:  # type: ignore[no-untyped-def]
+    base = dict(
+        workspace_id=tenant.workspace_id,
+        pool_id=pool_id,
+        user_id=tenant.user_id,
+        url=URL,
+        fields=ItemFields(title=title),
+    )
+    return NewVideo(**(base | over))  # type: ignore[arg-type]
+
+
+async def together(app, *videos: NewVideo, guards=None):  # type: ignore[no-untyped-def]
+    """Hand the videos to the group at once; each one's answer (dict) or exception."""
+    group = app.state.uploadpools.enqueues
+    guards = guards or [None] * len(videos)
+    out = await asyncio.gather(
+        *(group.enqueue(v, g) for v, g in zip(videos, guards, strict=True)),
+        return_exceptions=True,
+    )
+    return [json.loads(o) if isinstance(o, bytes) else o for o in out]
+
+
+class Commits:
+    """Counts COMMITs on the app's engine."""
+
+    def __init__(self, app) -> None:  # type: ignore[no-untyped-def]
+        self.n = 0
+        self.engine = app.state.uploadpools.engine.sync_engine
+
+    def _count(self, _conn) -> None:  # type: ignore[no-untyped-def]
+        self.n += 1
+
+    def __enter__(self) -> Commits:
+        event.listen(self.engine, "commit", self._count)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "commit", self._count)
+
+
+async def queued_rows(app, pool_id: str) -> list[QueueItem]:  # type: ignore[no-untyped-def]
+    async with app.state.uploadpools.maker() as s:
+        return list(
+            (
+                await s.scalars(
+                    select(QueueItem)
+                    .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+                    .order_by(QueueItem.seq, QueueItem.id)
+                )
+            ).all()
+        )
+
+
+@pytest.fixture
+async def pool(client, tenant, allow_loopback):  # type: ignore[no-untyped-def]
+    return await make_pool(client, tenant, await make_account(client, tenant))
+
+
+class TestOneTransaction:
+    async def test_videos_waiting_together_commit_once_in_arrival_order(self, app, tenant, pool):
+        with Commits(app) as commits:
+            answers = await together(app, *(video(tenant, pool["id"], f"v{i}") for i in range(10)))
+        assert commits.n == 1
+        assert [a["title"] for a in answers] == [f"v{i}" for i in range(10)]
+        assert [a["position"] for a in answers] == list(range(10))
+        rows = await queued_rows(app, pool["id"])
+        assert [r.id for r in rows] == [a["id"] for a in answers]
+        seqs = [r.seq for r in rows]
+        assert seqs == sorted(set(seqs))  # strictly increasing, in arrival order
+
+    async def test_answers_match_what_the_api_reads_back(self, app, client, tenant):
+        acc = await make_account(client, tenant)
+        active = await make_pool(client, tenant, acc, state="active")
+        first = await together(app, video(tenant, active["id"], "before"))
+        answers = await together(app, *(video(tenant, active["id"], f"v{i}") for i in range(4)))
+        for a in [*first, *answers]:
+            got = await client.get(
+                f"/api/v1/pools/{active['id']}/videos/{a['id']}", headers=tenant.headers
+            )
+            assert got.json() == a
+        # One 09:00 Berlin slot a day, from Monday 12:00 UTC: Tuesday first.
+        assert [a["expected_at"] for a in answers] == [
+            "2026-03-04T08:00:00Z",
+            "2026-03-05T08:00:00Z",
+            "2026-03-06T08:00:00Z",
+            "2026-03-07T08:00:00Z",
+        ]
+
+    async def test_two_pools_in_one_group_keep_their_own_order(self, app, client, tenant, pool):
+        other = await make_pool(client, tenant, await make_account(client, tenant, "b"))
+        vids = [video(tenant, (pool if i % 2 else other)["id"], f"v{i}") for i in range(8)]
+        answers = await together(app, *vids)
+        for p in (pool, other):
+            mine = [a for a in answers if a["pool_id"] == p["id"]]
+            assert [a["position"] for a in mine] == [0, 1, 2, 3]
+            assert [r.id for r in await queued_rows(app, p["id"])] == [a["id"] for a in mine]
+
+    async def test_positions_continue_after_the_queue_so_far(self, app, tenant, pool):
+        await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
+        later = await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
+        assert [a["position"] for a in later] == [3, 4, 5]
+
+
+class TestRefusedInAGroup:
+    async def test_foreign_pool_is_404_and_the_others_are_written(
+        self, app, tenant, make_tenant, client, pool
+    ):
+        other = await make_tenant()
+        theirs = await make_pool(client, other, await make_account(client, other))
+        answers = await together(
+            app,
+            video(tenant, pool["id"], "a"),
+            video(tenant, theirs["id"], "not mine"),
+            video(tenant, "no-such-pool", "nowhere"),
+            video(tenant, pool["id"], "b"),
+        )
+        assert isinstance(answers[1], PoolNotFound)
+        assert isinstance(answers[2], PoolNotFound)
+        assert [answers[0]["position"], answers[3]["position"]] == [0, 1]
+        assert [r.title for r in await queued_rows(app, pool["id"])] == ["a", "b"]
+        assert await queued_rows(app, theirs["id"]) == []
+
+    async def test_preflight_refusal_names_the_field_and_writes_nothing_for_it(
+        self, app, tenant, settings, pool
+    ):
+        settings.media_constraints = {"folder": {"max_title_chars": 5}}
+        answers = await together(
+            app,
+            video(tenant, pool["id"], "ok"),
+            video(tenant, pool["id"], "far too long"),
+            video(tenant, pool["id"], "ok 2"),
+        )
+        assert isinstance(answers[1], ValidationFailed)
+        assert [e.field for e in answers[1].errors] == ["title"]
+        assert [a["position"] for a in (answers[0], answers[2])] == [0, 1]
+        async with app.state.uploadpools.maker() as s:
+            sources = (await s.scalars(select(Media.id))).all()
+        assert len(sources) == 2  # no media row for the refused one
+
+    async def test_refused_over_http_is_problem_json(self, client, tenant, settings, pool):
+        settings.media_constraints = {"folder": {"max_title_chars": 5}}
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos",
+            json={"video_url": URL, "title": "far too long"},
+            headers=tenant.headers,
+        )
+        assert fields(r) == {"title"}
+
+
+class TestDatabaseErrorInAGroup:
+    async def test_only_the_request_that_breaks_the_write_fails(self, app, tenant, pool):
+        # An item naming a user that does not exist breaks a foreign key: the group's
+        # transaction fails, and its videos are written again one by one.
+        with Commits(app) as commits:
+            answers = await together(
+                app,
+                video(tenant, pool["id"], "a"),
+                video(tenant, pool["id"], "broken", user_id="no-such-user"),
+                video(tenant, pool["id"], "b"),
+            )
+        assert isinstance(answers[1], Exception)
+        assert not isinstance(answers[1], PoolNotFound)
+        assert [answers[0]["position"], answers[2]["position"]] == [0, 1]
+        assert [r.title for r in await queued_rows(app, pool["id"])] == ["a", "b"]
+        assert commits.n == 2  # "a" and "b", each alone
+
+    async def test_the_group_keeps_working_after_a_failure(self, app, tenant, pool):
+        await together(app, video(tenant, pool["id"], "broken", user_id="no-such-user"))
+        (answer,) = await together(app, video(tenant, pool["id"], "fine"))
+        assert answer["position"] == 0
+
+
+class TestIdempotencyInAGroup:
+    async def claimed(self, app, tenant, key: str, fp: str) -> IdempotencyGuard:  # type: ignore[no-untyped-def]
+        st = app.state.uploadpools
+        guard = IdempotencyGuard(st.maker, tenant.workspace_id, key, st.clock.now())
+        await guard.begin(fp)
+        return guard
+
+    async def test_keyed_and_unkeyed_videos_share_a_group(self, app, tenant, pool):
+        k1 = await self.claimed(app, tenant, "k1", "f1")
+        k2 = await self.claimed(app, tenant, "k2", "f2")
+        with Commits(app) as commits:
+            answers = await together(
+                app,
+                video(tenant, pool["id"], "one"),
+                video(tenant, pool["id"], "two"),
+                video(tenant, pool["id"], "three"),
+                guards=[k1, None, k2],
+            )
+        assert commits.n == 1
+        assert k1.completed and k2.completed
+        async with app.state.uploadpools.maker() as s:
+            recs = {r.key: r for r in (await s.scalars(select(IdempotencyRecord))).all()}
+        assert {k: (r.state, r.status_code) for k, r in recs.items()} == {
+            "k1": ("done", 201),
+            "k2": ("done", 201),
+        }
+        assert json.loads(recs["k1"].body or b"") == answers[0]
+        assert json.loads(recs["k2"].body or b"") == answers[2]
+
+    async def test_a_lost_claim_fails_only_its_request(self, app, tenant, pool):
+        lost = await self.claimed(app, tenant, "gone", "f")
+        async with app.state.uploadpools.maker() as s:
+            await s.execute(IdempotencyRecord.__table__.delete())
+            await s.commit()
+        answers = await together(
+            app, video(tenant, pool["id"], "a"), video(tenant, pool["id"], "b"), guards=[None, lost]
+        )
+        assert answers[1].status_code == 409
+        assert answers[0]["position"] == 0
+        assert [r.title for r in await queued_rows(app, pool["id"])] == ["a"]
+
+    async def test_concurrent_same_key_over_http_make_one_item(self, app, client, tenant, pool):
+        body = {"video_url": URL, "title": "once"}
+        h = tenant.headers | {"Idempotency-Key": "same"}
+        others = [
+            client.post(
+                f"/api/v1/pools/{pool['id']}/videos",
+                json={"video_url": URL},
+                headers=tenant.headers,
+            )
+            for _ in range(5)
+        ]
+        keyed = [
+            client.post(f"/api/v1/pools/{pool['id']}/videos", json=body, headers=h)
+            for _ in range(5)
+        ]
+        responses = await asyncio.gather(*keyed, *others)
+        assert all(r.status_code == 201 for r in responses[5:])
+        made = {r.json()["id"] for r in responses[:5] if r.status_code == 201}
+        assert len(made) == 1
+        assert {r.status_code for r in responses[:5]} <= {201, 409}
+        replay = await client.post(f"/api/v1/pools/{pool['id']}/videos", json=body, headers=h)
+        assert replay.json()["id"] in made
+        assert len(await queued_rows(app, pool["id"])) == 6
+
+
+class TestWebhookOutbox:
+    async def test_one_item_queued_event_per_video_in_order(
+        self, app, client, tenant, pool, allow_loopback, receiver
+    ):
+        r = await client.post(
+            "/api/v1/webhooks",
+            json={"url": receiver.url, "events": ["item.queued"]},
+            headers=tenant.headers,
+        )
+        assert r.status_code == 201, r.text
+        answers = await together(app, *(video(tenant, pool["id"], f"v{i}") for i in range(3)))
+        async with app.state.uploadpools.maker() as s:
+            evs = (await s.scalars(select(WebhookEvent).order_by(WebhookEvent.id))).all()
+        assert [e.data["item"]["id"] for e in evs] == [a["id"] for a in answers]
+        assert {e.type for e in evs} == {"item.queued"}
+
+
+class TestOverHttp:
+    async def test_concurrent_requests_get_distinct_positions_in_queue_order(
+        self, app, client, tenant, pool
+    ):
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"/api/v1/pools/{pool['id']}/videos",
+                    json={"video_url": URL, "title": f"v{i}"},
+                    headers=tenant.headers,
+                )
+                for i in range(20)
+            )
+        )
+        assert all(r.status_code == 201 for r in responses)
+        by_position = sorted(responses, key=lambda r: r.json()["position"])
+        assert [r.json()["position"] for r in by_position] == list(range(20))
+        assert [r.id for r in await queued_rows(app, pool["id"])] == [
+            r.json()["id"] for r in by_position
+        ]
+
+    async def test_closed_group_answers_503(self, app, client, tenant, pool):
+        await app.state.uploadpools.enqueues.aclose()
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos", json={"video_url": URL}, headers=tenant.headers
+        )
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("application/problem+json")

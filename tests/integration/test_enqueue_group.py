@@ -308,3 +308,68 @@ class TestOverHttp:
         )
         assert r.status_code == 503
         assert r.headers["content-type"].startswith("application/problem+json")
+
+
+class TestDirectRoute:
+    """The enqueue route is served without FastAPI's routing (`DIRECT_ROUTES`): it must
+    answer exactly as the FastAPI route it stands in for."""
+
+    async def test_answers_as_the_fastapi_route_does(self, app, client, tenant, make_tenant, pool):
+        from uploadpools.queue.endpoints import DIRECT_ROUTES
+
+        other = await make_tenant()
+        theirs = await make_pool(client, other, await make_account(client, other))
+        videos = f"/api/v1/pools/{pool['id']}/videos"
+        json_type = {"content-type": "application/json"}
+        cases = [
+            (videos, {}, {"video_url": URL}),
+            (videos, {"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}, {"video_url": URL}),
+            (videos, {"Authorization": "Bearer "}, {"video_url": URL}),
+            (videos, {"Authorization": "Bearer up_0123456789ab_abc"}, {"video_url": URL}),
+            (videos, tenant.headers | json_type, b"{not json"),
+            (videos, tenant.headers, ["a list"]),
+            (videos, tenant.headers, {"video_url": "not a url", "title": 5, "extra": 1}),
+            (videos, tenant.headers, {"video_url": "http://10.1.2.3/v.mp4"}),
+            (f"/api/v1/pools/{theirs['id']}/videos", tenant.headers, {"video_url": URL}),
+            ("/api/v1/pools/nope/videos", tenant.headers, {"video_url": URL}),
+            (videos, tenant.headers | {"Idempotency-Key": "k" * 256}, {"video_url": URL}),
+        ]
+
+        async def answers():  # type: ignore[no-untyped-def]
+            out = []
+            for path, headers, body in cases:
+                if isinstance(body, bytes):
+                    r = await client.post(path, content=body, headers=headers)
+                else:
+                    r = await client.post(path, json=body, headers=headers)
+                out.append(
+                    (
+                        r.status_code,
+                        r.headers.get("content-type"),
+                        r.headers.get("www-authenticate"),
+                        r.json(),
+                    )
+                )
+            return out
+
+        assert app.router.routes[0] is DIRECT_ROUTES[0]  # matched before any other route
+        direct = await answers()
+        app.router.routes.remove(DIRECT_ROUTES[0])
+        via_fastapi = await answers()
+        assert [a[0] for a in direct] == [401, 401, 401, 401, 422, 422, 422, 422, 404, 404, 422]
+        assert direct == via_fastapi
+
+    async def test_keyed_replay_is_the_same_through_either_route(self, app, client, tenant, pool):
+        from uploadpools.queue.endpoints import DIRECT_ROUTES
+
+        path = f"/api/v1/pools/{pool['id']}/videos"
+        h = tenant.headers | {"Idempotency-Key": "k"}
+        first = await client.post(path, json={"video_url": URL}, headers=h)
+        app.router.routes.remove(DIRECT_ROUTES[0])
+        again = await client.post(path, json={"video_url": URL}, headers=h)
+        assert first.status_code == again.status_code == 201
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+        fresh = await client.post(path, json={"video_url": URL}, headers=tenant.headers)
+        assert set(fresh.json()) == set(first.json())
+        assert fresh.json()["position"] == 1

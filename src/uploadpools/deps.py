@@ -43,6 +43,8 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.enqueues = EnqueueGroup(self.maker, self.settings, self.clock, on_commit=self.wake)
+        # Fetching video_urls gives way to a burst of enqueues (see MediaFetcher.yield_to).
+        self.fetcher.yield_to = self.enqueues.recently_busy
 
     def wake(self) -> None:
         """Something the engine cares about changed in this process."""

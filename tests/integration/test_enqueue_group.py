@@ -373,3 +373,21 @@ class TestDirectRoute:
         fresh = await client.post(path, json={"video_url": URL}, headers=tenant.headers)
         assert set(fresh.json()) == set(first.json())
         assert fresh.json()["position"] == 1
+
+
+class TestFetcherGivesWay:
+    async def test_the_fetcher_yields_while_enqueues_arrive(self, app, tenant, pool):
+        st = app.state.uploadpools
+        assert st.fetcher.yield_to == st.enqueues.recently_busy
+        await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
+        assert st.enqueues.recently_busy(within_s=3600)
+        assert not st.enqueues.recently_busy(within_s=0)  # nothing waiting any more
+
+    async def test_one_video_at_a_time_while_yielding(self, app, tenant, pool):
+        st = app.state.uploadpools
+        await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
+        st.fetcher.yield_to = lambda: True
+        assert st.fetcher.yielding()
+        assert await st.fetcher.run_once(1) == 1  # (the fetch itself fails: port 9)
+        st.fetcher.yield_to = lambda: False
+        assert await st.fetcher.run_once() == 2

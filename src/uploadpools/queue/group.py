@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -74,6 +75,11 @@ class EnqueueGroup:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._last_arrival = -1e9
+
+    def recently_busy(self, within_s: float = 0.25) -> bool:
+        """Enqueues are waiting, or one arrived within `within_s` seconds."""
+        return bool(self._waiting) or time.monotonic() - self._last_arrival < within_s
 
     async def enqueue(self, video: NewVideo, guard: IdempotencyGuard | None = None) -> bytes:
         """Queue `video`; the JSON of its 201 answer once committed, or its own error."""
@@ -81,6 +87,7 @@ class EnqueueGroup:
             raise GroupClosed("the server is shutting down; retry")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="enqueue-group")
+        self._last_arrival = time.monotonic()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(video, guard, future))
         self._wake.set()

@@ -10,7 +10,7 @@ import asyncio
 import json
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, update
 
 from apihelpers import fields, make_account, make_pool
 from uploadpools.exceptions import ValidationFailed
@@ -126,6 +126,26 @@ class TestOneTransaction:
         await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
         later = await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
         assert [a["position"] for a in later] == [3, 4, 5]
+
+    async def test_a_new_video_ends_the_empty_and_low_spells(self, app, client, tenant, pool):
+        from uploadpools.models import Pool
+
+        other = await make_pool(client, tenant, await make_account(client, tenant, "b"))
+        st = app.state.uploadpools
+        async with st.maker() as s:
+            await s.execute(
+                update(Pool)
+                .where(Pool.id.in_([pool["id"], other["id"]]))
+                .values(empty_since=st.clock.now(), low_since=st.clock.now())
+            )
+            await s.commit()
+        await together(app, video(tenant, pool["id"]))
+        async with st.maker() as s:
+            spells = {
+                p.id: (p.empty_since, p.low_since) for p in (await s.scalars(select(Pool))).all()
+            }
+        assert spells[pool["id"]] == (None, None)
+        assert spells[other["id"]] == (st.clock.now(), st.clock.now())  # not this one's
 
 
 class TestRefusedInAGroup:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
@@ -69,6 +69,21 @@ async def pool_rules(session: AsyncSession, settings: Settings, pool_id: str) ->
     return (await pools_rules(session, settings, [pool_id]))[pool_id]
 
 
+_slots, _links, _accounts = Slot.__table__, SlotAccount.__table__, Account.__table__
+_RULES = (
+    select(_slots.c.pool_id, _accounts.c.name, _accounts.c.platform)
+    .join(_links, _links.c.account_id == _accounts.c.id)
+    .join(_slots, _slots.c.id == _links.c.slot_id)
+    .where(
+        _slots.c.pool_id.in_(bindparam("pools", expanding=True)),
+        _accounts.c.platform.in_(bindparam("platforms", expanding=True)),
+        _accounts.c.status != "disabled",
+    )
+    .distinct()
+    .order_by(_slots.c.pool_id, _accounts.c.name, _accounts.c.platform)
+)
+
+
 async def pools_rules(
     session: AsyncSession, settings: Settings, pool_ids: Sequence[str]
 ) -> dict[str, list[Rules]]:
@@ -77,21 +92,9 @@ async def pools_rules(
     table = constraints_by_platform(settings)
     if not table or not pool_ids:
         return out
-    rows = (
-        await session.execute(
-            select(Slot.pool_id, Account.name, Account.platform)
-            .join(SlotAccount, SlotAccount.account_id == Account.id)
-            .join(Slot, Slot.id == SlotAccount.slot_id)
-            .where(
-                Slot.pool_id.in_(pool_ids),
-                Account.platform.in_(table),
-                Account.status != "disabled",
-            )
-            .distinct()
-            .order_by(Slot.pool_id, Account.name, Account.platform)
-        )
-    ).all()
-    for pool_id, name, platform in rows:
+    conn = await session.connection()
+    rows = await conn.execute(_RULES, {"pools": list(pool_ids), "platforms": sorted(table)})
+    for pool_id, name, platform in rows.all():
         out[pool_id].append(Rules(name, platform, table[platform]))
     return out
 

@@ -16,7 +16,7 @@ from uploadpools.models import Delivery, Media, Pool, QueueItem
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, SlotView
 from uploadpools.pools.service import PoolNotFound
-from uploadpools.queue.repository import STEP, QueueRepository
+from uploadpools.queue.repository import STEP, LockedPool, QueueRepository
 from uploadpools.queue.schemas import (
     DeliveryRead,
     ItemFields,
@@ -100,7 +100,7 @@ class QueueService:
         outcomes: list[ItemRead | UploadPoolsError | None] = [None] * len(videos)
         pools = {p.id: p for p in await self.repo.lock_pools([v.pool_id for v in videos])}
         rules = await preflight.pools_rules(self.session, self.settings, sorted(pools))
-        accepted: list[tuple[int, Pool]] = []
+        accepted: list[tuple[int, LockedPool]] = []
         for n, v in enumerate(videos):
             pool = pools.get(v.pool_id)
             if pool is None or pool.workspace_id != v.workspace_id:
@@ -153,10 +153,10 @@ class QueueService:
         expected = await self._expected_at(used, accepted, ranks, now)
         await self.repo.insert_media(media_rows)
         await self.repo.insert_items(item_rows)
-        for pool in used.values():
-            # A new video ends the pool's empty (and low) spell: the next dry run is news.
-            pool.empty_since = None
-            pool.low_since = None
+        await self.repo.end_spells(
+            [p.id for p in used.values() if p.empty_since is not None or p.low_since is not None]
+        )
+        listening = await events.listening(self.session, {p.workspace_id for p in used.values()})
         await events.emit_many(
             self.session,
             "item.queued",
@@ -166,6 +166,7 @@ class QueueService:
                     {"pool": events.pool_data(pool), "item": events.queued_item_data(row)},
                 )
                 for (_, pool), row in zip(accepted, item_rows, strict=True)
+                if "item.queued" in listening.get(pool.workspace_id, ())
             ],
             now,
         )
@@ -188,8 +189,8 @@ class QueueService:
 
     async def _expected_at(
         self,
-        pools: dict[str, Pool],
-        accepted: list[tuple[int, Pool]],
+        pools: dict[str, LockedPool],
+        accepted: list[tuple[int, LockedPool]],
         ranks: list[int],
         now: datetime,
     ) -> list[datetime | None]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.engine.wakeup import notify_change
@@ -89,6 +89,13 @@ async def _subscribers(session: AsyncSession, workspace_id: str) -> list[tuple[s
     return subs[workspace_id]
 
 
+_endpoints = WebhookEndpoint.__table__
+_ACTIVE_ENDPOINTS = select(_endpoints.c.workspace_id, _endpoints.c.id, _endpoints.c.events).where(
+    _endpoints.c.workspace_id.in_(bindparam("ws", expanding=True)),
+    _endpoints.c.disabled_at.is_(None),
+)
+
+
 async def _prefetch_subscribers(session: AsyncSession, workspace_ids: set[str]) -> None:
     """Fill `_subscribers`' per-transaction cache for several workspaces in one query."""
     tx = session.sync_session.get_transaction()
@@ -102,13 +109,19 @@ async def _prefetch_subscribers(session: AsyncSession, workspace_ids: set[str]) 
         return
     for ws in wanted:
         subs[ws] = []
-    rows = await session.execute(
-        select(WebhookEndpoint.workspace_id, WebhookEndpoint.id, WebhookEndpoint.events).where(
-            WebhookEndpoint.workspace_id.in_(wanted), WebhookEndpoint.disabled_at.is_(None)
-        )
-    )
-    for ws, eid, evs in rows.all():
+    conn = await session.connection()
+    for ws, eid, evs in (await conn.execute(_ACTIVE_ENDPOINTS, {"ws": wanted})).all():
         subs[ws].append((eid, list(evs or [])))
+
+
+async def listening(session: AsyncSession, workspace_ids: set[str]) -> dict[str, set[str]]:
+    """The event types some active endpoint of each workspace subscribes to (one query for
+    all of them, then cached for the transaction), so callers build only events that
+    will be written."""
+    await _prefetch_subscribers(session, workspace_ids)
+    return {
+        ws: {t for _, evs in await _subscribers(session, ws) for t in evs} for ws in workspace_ids
+    }
 
 
 async def emit_many(
@@ -116,6 +129,8 @@ async def emit_many(
 ) -> None:
     """`emit` for many events of one type, `(workspace_id, data)` each, in order: one
     subscriber look-up and two multi-row inserts however many there are."""
+    if not events:
+        return
     await _prefetch_subscribers(session, {ws for ws, _ in events})
     event_rows: list[dict[str, Any]] = []
     delivery_rows: list[dict[str, Any]] = []
@@ -208,7 +223,14 @@ async def emit(
 # -- payload pieces (ids and names; `render` adds the links) --------------------------------
 
 
-def pool_data(pool: Pool) -> dict[str, Any]:
+class _Named(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+def pool_data(pool: _Named) -> dict[str, Any]:
     return {"id": pool.id, "name": pool.name}
 
 

@@ -42,7 +42,12 @@ class AppState:
     enqueues: EnqueueGroup = field(init=False)
 
     def __post_init__(self) -> None:
-        self.enqueues = EnqueueGroup(self.maker, self.settings, self.clock, on_commit=self.wake)
+        # An enqueue gives the fetcher work; it changes no schedule and no delivery, so
+        # this process's ticker and dispatcher are not woken (item.queued events wake the
+        # webhook sender themselves, and other processes hear the group's NOTIFY).
+        self.enqueues = EnqueueGroup(
+            self.maker, self.settings, self.clock, on_commit=self.fetcher.wake
+        )
         # Fetching video_urls gives way to a burst of enqueues (see MediaFetcher.yield_to).
         self.fetcher.yield_to = self.enqueues.recently_busy
 

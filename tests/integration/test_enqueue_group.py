@@ -396,9 +396,15 @@ class TestDirectRoute:
 
 
 class TestFetcherGivesWay:
-    async def test_the_fetcher_yields_while_enqueues_arrive(self, app, tenant, pool):
+    async def test_a_trickle_of_enqueues_is_not_busy(self, app, tenant, pool):
         st = app.state.uploadpools
         assert st.fetcher.yield_to == st.enqueues.recently_busy
+        for _ in range(3):
+            await together(app, video(tenant, pool["id"]))  # one at a time
+        assert not st.enqueues.recently_busy(within_s=3600)
+
+    async def test_enqueues_crowding_in_are_busy(self, app, tenant, pool):
+        st = app.state.uploadpools
         await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
         assert st.enqueues.recently_busy(within_s=3600)
         assert not st.enqueues.recently_busy(within_s=0)  # nothing waiting any more

@@ -130,7 +130,7 @@ class MediaFetcher:
         concurrency: int = 4,
         poll_interval_s: float = 5.0,
         yield_to: Callable[[], bool] | None = None,
-        rest_ratio: float = 3.0,
+        rest_ratio: float = 9.0,
     ) -> None:
         self.maker = maker
         self.settings = settings
@@ -141,7 +141,8 @@ class MediaFetcher:
         self.poll_interval_s = poll_interval_s
         # "This process is busy serving requests" (set by the API's process): then the
         # fetcher takes one video at a time and rests `rest_ratio` times as long as it
-        # took, leaving the CPU to the requests; a backlog drains at full speed after.
+        # took (fetching goes on ~10 % of the time), leaving the CPU to the requests; the
+        # backlog drains at full concurrency once the burst is over.
         self.yield_to = yield_to
         self.rest_ratio = rest_ratio
         self._wake = asyncio.Event()

@@ -75,11 +75,13 @@ class EnqueueGroup:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        self._last_arrival = -1e9
+        self._last_crowd = -1e9
 
     def recently_busy(self, within_s: float = 0.25) -> bool:
-        """Enqueues are waiting, or one arrived within `within_s` seconds."""
-        return bool(self._waiting) or time.monotonic() - self._last_arrival < within_s
+        """Enqueues arrive faster than they are written one by one: several are waiting,
+        or a group of several was taken within `within_s` seconds. (A steady trickle,
+        however long, is not busy: it leaves the CPU idle.)"""
+        return len(self._waiting) > 1 or time.monotonic() - self._last_crowd < within_s
 
     async def enqueue(self, video: NewVideo, guard: IdempotencyGuard | None = None) -> bytes:
         """Queue `video`; the JSON of its 201 answer once committed, or its own error."""
@@ -87,7 +89,6 @@ class EnqueueGroup:
             raise GroupClosed("the server is shutting down; retry")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="enqueue-group")
-        self._last_arrival = time.monotonic()
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting.append(_Waiting(video, guard, future))
         self._wake.set()
@@ -156,6 +157,8 @@ class EnqueueGroup:
     def _take(self) -> list[_Waiting]:
         group = [w for w in self._waiting[: self.max_group] if not w.future.done()]
         del self._waiting[: self.max_group]
+        if len(group) > 1:
+            self._last_crowd = time.monotonic()
         return group
 
     async def _write(

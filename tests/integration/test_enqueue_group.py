@@ -211,6 +211,28 @@ class TestDatabaseErrorInAGroup:
         assert [r.title for r in await queued_rows(app, pool["id"])] == ["a", "b"]
         assert commits.n == 2  # "a" and "b", each alone
 
+    async def test_a_failing_store_fails_the_group_at_once(self, app, tenant, pool):
+        # Not a value's fault (here: the connection breaks on the items' INSERT): every
+        # request gets the error, and the group is not tried again one video at a time.
+        engine = app.state.uploadpools.engine.sync_engine
+        inserts: list[str] = []
+
+        def broken(_conn, _cursor, statement, *_a) -> None:  # type: ignore[no-untyped-def]
+            if statement.startswith("INSERT INTO queue_items"):
+                inserts.append(statement)
+                raise ConnectionResetError("the database went away")
+
+        event.listen(engine, "before_cursor_execute", broken)
+        try:
+            answers = await together(app, *(video(tenant, pool["id"]) for _ in range(3)))
+        finally:
+            event.remove(engine, "before_cursor_execute", broken)
+        assert all(isinstance(a, ConnectionResetError) for a in answers), answers
+        assert len(inserts) == 1
+        assert await queued_rows(app, pool["id"]) == []
+        (answer,) = await together(app, video(tenant, pool["id"]))
+        assert answer["position"] == 0
+
     async def test_the_group_keeps_working_after_a_failure(self, app, tenant, pool):
         await together(app, video(tenant, pool["id"], "broken", user_id="no-such-user"))
         (answer,) = await together(app, video(tenant, pool["id"], "fine"))

@@ -12,8 +12,11 @@ idle server writes a lone enqueue at once and a busy one writes many per transac
 
 Each video is still judged on its own (its pool, its pre-flight: `QueueService
 .enqueue_urls`); a refused one gets its own error and writes nothing. If the group's
-transaction fails as a whole (a database error), it is rolled back and its videos are
-written again one by one, so the failure reaches only the request that causes it.
+transaction fails on a value (a constraint, a conversion, a lost Idempotency-Key
+claim), it is rolled back and its videos are written again one by one, so the failure
+reaches only the request that causes it; if the store itself fails (locked,
+unreachable), every request of the group gets that error at once, as each would have
+alone.
 Videos are written in the order they arrived, which is their order in each pool.
 """
 
@@ -26,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools.config import Settings
@@ -133,8 +137,11 @@ class EnqueueGroup:
                 answers = await self._write(session, group)
             except Exception as exc:
                 await session.rollback()
-                if len(group) == 1:
-                    _fail(group[0], exc)
+                if len(group) == 1 or not _caused_by_a_row(exc):
+                    # The store itself failed (locked, unreachable): every request would
+                    # meet the same; trying them one by one would only repeat the wait.
+                    for w in group:
+                        _fail(w, exc)
                     return
                 log.warning(
                     "writing %d enqueues together failed (%s); writing them one by one",
@@ -195,6 +202,14 @@ class EnqueueGroup:
                 w.future.set_result(answer)
         if wrote:
             self.on_commit()
+
+
+def _caused_by_a_row(exc: Exception) -> bool:
+    """Could this failure come from one video's values rather than from the store?"""
+    if isinstance(exc, IntegrityError | DataError | UploadPoolsError):
+        return True
+    # A value its column's type could not convert (not an error of the database).
+    return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
 
 
 def _fail(w: _Waiting, exc: BaseException) -> None:

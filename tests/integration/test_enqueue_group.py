@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import event, select, update
 
 from apihelpers import fields, make_account, make_pool
 from uploadpools.exceptions import ValidationFailed
-from uploadpools.idempotency import IdempotencyGuard
+from uploadpools.idempotency import IdempotencyGuard, IdempotencyInProgress, KeyUse, Replay
 from uploadpools.models import IdempotencyRecord, Media, QueueItem, WebhookEvent
 from uploadpools.pools.service import PoolNotFound
 from uploadpools.queue.schemas import ItemFields
@@ -36,12 +37,12 @@ def video(tenant, pool_id: str, title: str = "", **over) -> NewVideo:  # type: i
     return NewVideo(**(base | over))  # type: ignore[arg-type]
 
 
-async def together(app, *videos: NewVideo, guards=None):  # type: ignore[no-untyped-def]
+async def together(app, *videos: NewVideo, claims=None):  # type: ignore[no-untyped-def]
     """Hand the videos to the group at once; each one's answer (dict) or exception."""
     group = app.state.uploadpools.enqueues
-    guards = guards or [None] * len(videos)
+    claims = claims or [None] * len(videos)
     out = await asyncio.gather(
-        *(group.enqueue(v, g) for v, g in zip(videos, guards, strict=True)),
+        *(group.enqueue(v, c) for v, c in zip(videos, claims, strict=True)),
         return_exceptions=True,
     )
     return [json.loads(o) if isinstance(o, bytes) else o for o in out]
@@ -240,27 +241,28 @@ class TestDatabaseErrorInAGroup:
 
 
 class TestIdempotencyInAGroup:
-    async def claimed(self, app, tenant, key: str, fp: str) -> IdempotencyGuard:  # type: ignore[no-untyped-def]
-        st = app.state.uploadpools
-        guard = IdempotencyGuard(st.maker, tenant.workspace_id, key, st.clock.now())
-        await guard.begin(fp)
-        return guard
+    """A JSON enqueue's Idempotency-Key is claimed in the group's transaction: its record
+    is written done, with the answer, together with the item."""
+
+    @staticmethod
+    def use(app, tenant, key: str, fp: str = "f") -> KeyUse:  # type: ignore[no-untyped-def]
+        return KeyUse(tenant.workspace_id, key, fp, app.state.uploadpools.clock.now())
+
+    async def records(self, app) -> dict[str, IdempotencyRecord]:  # type: ignore[no-untyped-def]
+        async with app.state.uploadpools.maker() as s:
+            return {r.key: r for r in (await s.scalars(select(IdempotencyRecord))).all()}
 
     async def test_keyed_and_unkeyed_videos_share_a_group(self, app, tenant, pool):
-        k1 = await self.claimed(app, tenant, "k1", "f1")
-        k2 = await self.claimed(app, tenant, "k2", "f2")
         with Commits(app) as commits:
             answers = await together(
                 app,
                 video(tenant, pool["id"], "one"),
                 video(tenant, pool["id"], "two"),
                 video(tenant, pool["id"], "three"),
-                guards=[k1, None, k2],
+                claims=[self.use(app, tenant, "k1"), None, self.use(app, tenant, "k2")],
             )
         assert commits.n == 1
-        assert k1.completed and k2.completed
-        async with app.state.uploadpools.maker() as s:
-            recs = {r.key: r for r in (await s.scalars(select(IdempotencyRecord))).all()}
+        recs = await self.records(app)
         assert {k: (r.state, r.status_code) for k, r in recs.items()} == {
             "k1": ("done", 201),
             "k2": ("done", 201),
@@ -268,16 +270,96 @@ class TestIdempotencyInAGroup:
         assert json.loads(recs["k1"].body or b"") == answers[0]
         assert json.loads(recs["k2"].body or b"") == answers[2]
 
-    async def test_a_lost_claim_fails_only_its_request(self, app, tenant, pool):
-        lost = await self.claimed(app, tenant, "gone", "f")
-        async with app.state.uploadpools.maker() as s:
-            await s.execute(IdempotencyRecord.__table__.delete())
-            await s.commit()
-        answers = await together(
-            app, video(tenant, pool["id"], "a"), video(tenant, pool["id"], "b"), guards=[None, lost]
+    async def test_keys_in_use_answer_for_their_requests(self, app, tenant, pool):
+        (first,) = await together(
+            app, video(tenant, pool["id"], "first"), claims=[self.use(app, tenant, "used")]
         )
-        assert answers[1].status_code == 409
+        answers = await together(
+            app,
+            video(tenant, pool["id"], "again"),
+            video(tenant, pool["id"], "other"),
+            video(tenant, pool["id"], "new"),
+            video(tenant, pool["id"], "new, twice"),
+            video(tenant, pool["id"], "new, other request"),
+            claims=[
+                self.use(app, tenant, "used"),  # same request: the first answer again
+                self.use(app, tenant, "used", "another"),  # 422
+                self.use(app, tenant, "new"),
+                self.use(app, tenant, "new"),  # the first is still being written: 409
+                self.use(app, tenant, "new", "another"),  # 422
+            ],
+        )
+        assert isinstance(answers[0], Replay)
+        assert (answers[0].replay_status, json.loads(answers[0].body)) == (201, first)
+        assert isinstance(answers[1], ValidationFailed)
+        assert [e.field for e in answers[1].errors] == ["Idempotency-Key"]
+        assert answers[2]["title"] == "new"
+        assert isinstance(answers[3], IdempotencyInProgress)
+        assert isinstance(answers[4], ValidationFailed)
+        assert [r.title for r in await queued_rows(app, pool["id"])] == ["first", "new"]
+
+    async def test_an_expired_record_frees_its_key(self, app, tenant, pool, clock):
+        (first,) = await together(
+            app, video(tenant, pool["id"], "first"), claims=[self.use(app, tenant, "k")]
+        )
+        clock.advance(timedelta(hours=25))
+        (later,) = await together(
+            app, video(tenant, pool["id"], "later"), claims=[self.use(app, tenant, "k")]
+        )
+        assert later["id"] != first["id"]
+        recs = await self.records(app)
+        assert json.loads(recs["k"].body or b"") == later
+
+    async def test_a_running_claim_of_another_request_is_409(self, app, tenant, pool):
+        st = app.state.uploadpools
+        guard = IdempotencyGuard(st.maker, tenant.workspace_id, "k", st.clock.now())
+        await guard.begin("f")  # e.g. an upload with this key, still streaming
+        (answer,) = await together(
+            app, video(tenant, pool["id"]), claims=[self.use(app, tenant, "k")]
+        )
+        assert isinstance(answer, IdempotencyInProgress)
+        assert await queued_rows(app, pool["id"]) == []
+
+    async def test_a_refused_video_writes_no_record(self, app, tenant, pool):
+        answers = await together(
+            app,
+            video(tenant, "no-such-pool"),
+            video(tenant, pool["id"], "ok"),
+            claims=[self.use(app, tenant, "k1"), self.use(app, tenant, "k2")],
+        )
+        assert isinstance(answers[0], PoolNotFound)
+        assert set(await self.records(app)) == {"k2"}
+
+    async def test_a_key_recorded_meanwhile_elsewhere_fails_only_its_request(
+        self, app, tenant, pool, monkeypatch
+    ):
+        # Another transaction (another process) records the key after the group looked
+        # for it: the group's insert of that record breaks the unique key, and the group
+        # is written again one by one, where the key is found in use.
+        from uploadpools.idempotency import claim_in, record_done
+        from uploadpools.queue import group as group_module
+
+        st = app.state.uploadpools
+        async with st.maker() as s:
+            await record_done(s, [(self.use(app, tenant, "k", "elsewhere"), 201, b"{}")])
+            await s.commit()
+        looks: list[int] = []
+
+        async def blind_first(session, uses):  # type: ignore[no-untyped-def]
+            looks.append(len(uses))
+            if len(looks) == 1:
+                return [None] * len(uses)  # as if the record were not committed yet
+            return await claim_in(session, uses)
+
+        monkeypatch.setattr(group_module, "claim_in", blind_first)
+        answers = await together(
+            app,
+            video(tenant, pool["id"], "a"),
+            video(tenant, pool["id"], "b"),
+            claims=[None, self.use(app, tenant, "k")],
+        )
         assert answers[0]["position"] == 0
+        assert isinstance(answers[1], ValidationFailed)  # the key of another request
         assert [r.title for r in await queued_rows(app, pool["id"])] == ["a"]
 
     async def test_concurrent_same_key_over_http_make_one_item(self, app, client, tenant, pool):

@@ -100,6 +100,24 @@ class TestEnqueue:
         )
         assert fixed.status_code == 201
 
+    async def test_a_used_key_answers_before_the_body_is_judged(
+        self, allow_loopback, client, tenant, app
+    ):
+        pool = await setup(client, tenant, allow_loopback)
+        path = f"/api/v1/pools/{pool['id']}/videos"
+        h = tenant.headers | {"Idempotency-Key": "k", "content-type": "application/json"}
+        first = await client.post(path, content=b'{"video_url": "http://127.0.0.1:9/a"}', headers=h)
+        assert first.status_code == 201
+        broken = await client.post(path, content=b"{not json", headers=h)
+        assert fields(broken) == {"Idempotency-Key"}
+        invalid = await client.post(path, content=b'{"video_url": "nope"}', headers=h)
+        assert fields(invalid) == {"Idempotency-Key"}
+        fresh = h | {"Idempotency-Key": "fresh"}
+        assert fields(await client.post(path, content=b"{not json", headers=fresh)) == {"body"}
+        assert fields(await client.post(path, content=b"{not json", headers=fresh)) == {"body"}
+        async with app.state.uploadpools.maker() as s:
+            assert [r.key for r in (await s.scalars(select(IdempotencyRecord))).all()] == ["k"]
+
     async def test_failure_inside_the_work_releases_the_key_at_once(
         self, allow_loopback, client, tenant, app
     ):

@@ -24,7 +24,7 @@ from uploadpools.deps import (
     releasing,
 )
 from uploadpools.exceptions import FieldError, ValidationFailed
-from uploadpools.idempotency import IdempotencyGuard, fingerprint
+from uploadpools.idempotency import IdempotencyGuard, KeyUse, check_key, fingerprint
 from uploadpools.kit.netguard import DestinationRefused, resolve_and_check
 from uploadpools.kit.pagination import clamp_limit
 from uploadpools.kit.responses import commit_response
@@ -92,25 +92,35 @@ async def enqueue(
     # (no session for a JSON body, whose write goes through the group commit).
     state: AppState = request.app.state.uploadpools
     now = state.clock.now()
-    guard = IdempotencyGuard(state.maker, ws.workspace_id, idempotency_key, now)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
+        guard = IdempotencyGuard(state.maker, ws.workspace_id, idempotency_key, now)
         async with state.maker() as session, releasing(guard, session):
             return await _enqueue_multipart(pool_id, request, session, state, ws, now, guard)
-    async with releasing(guard):
-        body = await request.body()
-        multipart = content_type.startswith("multipart/")
-        if idempotency_key is not None and not multipart:
-            await guard.begin(fingerprint(request.method, request.url.path, body))
+    body = await request.body()
+    # A JSON body's Idempotency-Key is judged before the body (a replay answers whatever
+    # the body says); the group commit claims it with the work. Other multipart bodies
+    # are fingerprinted by their fields once read, as a form's are.
+    claim = None
+    if idempotency_key is not None and not content_type.startswith("multipart/"):
+        check_key(idempotency_key)
+        fp = fingerprint(request.method, request.url.path, body)
+        claim = KeyUse(ws.workspace_id, idempotency_key, fp, now)
+    try:
         try:
             payload = json.loads(body or b"null")
         except ValueError:
             raise ValidationFailed.one("body", "is not valid JSON")
         if not isinstance(payload, dict):
             raise ValidationFailed.one("body", "must be a JSON object (or a multipart upload)")
-        return await _enqueue_url(
-            pool_id, payload, state, ws, guard, claim_path=request.url.path if multipart else None
-        )
+        video, data = await _checked_video(pool_id, payload, state, ws)
+    except ValidationFailed as exc:
+        if claim is None:
+            raise
+        await state.enqueues.refuse(exc, claim)
+    if claim is None and idempotency_key is not None:
+        claim = _claim_of_fields(ws, idempotency_key, request.url.path, data, now)
+    return await _queue(state, video, claim)
 
 
 async def _enqueue_direct(request: Request) -> Response:
@@ -210,22 +220,16 @@ async def _enqueue_multipart(
     )
     if isinstance(result, Response):
         return result
-    return await _enqueue_url(pool_id, form, state, ws, idem, claim_path=request.url.path)
+    video, data = await _checked_video(pool_id, form, state, ws)
+    key = idem.key
+    claim = None if key is None else _claim_of_fields(ws, key, request.url.path, data, now)
+    return await _queue(state, video, claim)
 
 
-async def _enqueue_url(
-    pool_id: str,
-    payload: dict[str, Any],
-    state: AppState,
-    ws: Principal,
-    idem: IdempotencyGuard,
-    *,
-    claim_path: str | None,
-) -> Response:
-    """Check what the request alone can tell, then queue through the group commit.
-
-    `claim_path`: claim the Idempotency-Key now, fingerprinted by the validated fields (a
-    form's boundary changes on every retry); a JSON body's was claimed from its bytes."""
+async def _checked_video(
+    pool_id: str, payload: dict[str, Any], state: AppState, ws: Principal
+) -> tuple[NewVideo, ItemCreate]:
+    """What the request alone can tell: its fields, and that the URL may be fetched."""
     try:
         data = ItemCreate.model_validate(payload)
     except ValidationError as exc:
@@ -235,10 +239,20 @@ async def _enqueue_url(
         await resolve_and_check(url, state.settings.allowed_networks)
     except DestinationRefused as exc:
         raise ValidationFailed.one("video_url", str(exc))
-    if claim_path is not None:
-        await idem.begin(fingerprint("POST", claim_path, data.model_dump(mode="json")))
-    video = NewVideo(ws.workspace_id, pool_id, ws.user_id, url, data)
-    body = await state.enqueues.enqueue(video, idem if idem.claimed else None)
+    return NewVideo(ws.workspace_id, pool_id, ws.user_id, url, data), data
+
+
+def _claim_of_fields(ws: Principal, key: str, path: str, data: ItemCreate, now: datetime) -> KeyUse:
+    """A form's key, fingerprinted by its validated fields (its boundary changes on
+    every retry)."""
+    check_key(key)
+    return KeyUse(
+        ws.workspace_id, key, fingerprint("POST", path, data.model_dump(mode="json")), now
+    )
+
+
+async def _queue(state: AppState, video: NewVideo, claim: KeyUse | None) -> Response:
+    body = await state.enqueues.enqueue(video, claim)
     return Response(body, status_code=201, media_type="application/json")
 
 

@@ -2,10 +2,11 @@
 
 A request checks what it can alone (auth, body, URL), then hands its video to this
 process's `EnqueueGroup` and waits. One writer task takes every video waiting at that
-moment and writes them in one transaction: the pools locked once, multi-row inserts for
-media and items (and the webhook outbox), each keyed request's Idempotency-Key record,
-one COMMIT. Only then is each request answered, from its own rows: a 201 always means a
-committed item.
+moment and writes them in one transaction: the Idempotency-Keys of keyed requests
+checked once, the pools locked once, multi-row inserts for media and items (and the
+webhook outbox) and for the keys' records (written done, with the answer, so a replay
+finds exactly what was committed), one COMMIT. Only then is each request answered, from
+its own rows: a 201 always means a committed item.
 
 There is no timed window: while one group is being written the next one gathers, so an
 idle server writes a lone enqueue at once and a busy one writes many per transaction.
@@ -28,14 +29,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools.config import Settings
 from uploadpools.engine.wakeup import notify_change
-from uploadpools.exceptions import UploadPoolsError
-from uploadpools.idempotency import IdempotencyGuard
+from uploadpools.exceptions import UploadPoolsError, ValidationFailed
+from uploadpools.idempotency import KeyUse, claim_in, record_done
 from uploadpools.kit.clock import Clock
 from uploadpools.queue.service import NewVideo, QueueService
 
@@ -52,8 +54,8 @@ class GroupClosed(UploadPoolsError):
 
 @dataclass(eq=False, slots=True)
 class _Waiting:
-    video: NewVideo
-    guard: IdempotencyGuard | None
+    video: NewVideo | ValidationFailed  # or why the request was refused before its key
+    claim: KeyUse | None
     future: asyncio.Future[bytes] = field(repr=False)
 
 
@@ -87,14 +89,27 @@ class EnqueueGroup:
         however long, is not busy: it leaves the CPU idle.)"""
         return len(self._waiting) > 1 or time.monotonic() - self._last_crowd < within_s
 
-    async def enqueue(self, video: NewVideo, guard: IdempotencyGuard | None = None) -> bytes:
-        """Queue `video`; the JSON of its 201 answer once committed, or its own error."""
+    async def enqueue(self, video: NewVideo, claim: KeyUse | None = None) -> bytes:
+        """Queue `video`; the JSON of its 201 answer once committed, or its own error.
+
+        `claim`: the request's Idempotency-Key, claimed and recorded (with the answer) in
+        the group's transaction; a key in use answers as `IdempotencyGuard.begin` does."""
+        return await self._submit(video, claim)
+
+    async def refuse(self, error: ValidationFailed, claim: KeyUse) -> NoReturn:
+        """A keyed request its body already refuses: the key is judged first, as a claim
+        taken before reading the body would be (a replay, or 422 for another request);
+        if it is free, `error` is the answer and nothing is recorded."""
+        await self._submit(error, claim)
+        raise AssertionError("a refused request has no 201 answer")
+
+    async def _submit(self, video: NewVideo | ValidationFailed, claim: KeyUse | None) -> bytes:
         if self._closed:
             raise GroupClosed("the server is shutting down; retry")
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="enqueue-group")
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Waiting(video, guard, future))
+        self._waiting.append(_Waiting(video, claim, future))
         self._wake.set()
         return await future
 
@@ -171,23 +186,36 @@ class EnqueueGroup:
     async def _write(
         self, session: AsyncSession, group: list[_Waiting]
     ) -> list[bytes | UploadPoolsError]:
-        now = self.clock.now()
+        answers: list[bytes | UploadPoolsError | None] = [None] * len(group)
+        # Idempotency-Keys first: a key in use answers for its request, whatever it asks.
+        keyed = [n for n, w in enumerate(group) if w.claim is not None]
+        verdicts = await claim_in(session, [group[n].claim for n in keyed])  # type: ignore[misc]
+        for n, verdict in zip(keyed, verdicts, strict=True):
+            answers[n] = verdict
+        todo: list[tuple[int, NewVideo]] = []
+        for n, w in enumerate(group):
+            if answers[n] is None:
+                if isinstance(w.video, ValidationFailed):
+                    answers[n] = w.video
+                else:
+                    todo.append((n, w.video))
         outcomes = await QueueService(session, self.settings).enqueue_urls(
-            [w.video for w in group], now
+            [v for _, v in todo], self.clock.now()
         )
-        answers: list[bytes | UploadPoolsError] = []
-        for w, outcome in zip(group, outcomes, strict=True):
+        done: list[tuple[KeyUse, int, bytes]] = []
+        for (n, _), outcome in zip(todo, outcomes, strict=True):
             if isinstance(outcome, UploadPoolsError):
-                answers.append(outcome)
+                answers[n] = outcome
                 continue
-            body = outcome.model_dump_json().encode()
-            if w.guard is not None:
-                await w.guard.complete(session, 201, body)
-            answers.append(body)
+            answers[n] = body = outcome.model_dump_json().encode()
+            claim = group[n].claim
+            if claim is not None:
+                done.append((claim, 201, body))
+        await record_done(session, done)
         if any(isinstance(a, bytes) for a in answers):
             await notify_change(session)
         await session.commit()
-        return answers
+        return answers  # type: ignore[return-value]
 
     def _answer(self, group: list[_Waiting], answers: list[bytes | UploadPoolsError]) -> None:
         wrote = False
@@ -196,8 +224,6 @@ class EnqueueGroup:
                 _fail(w, answer)
                 continue
             wrote = True
-            if w.guard is not None:
-                w.guard.done()
             if not w.future.done():
                 w.future.set_result(answer)
         if wrote:

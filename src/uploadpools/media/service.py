@@ -131,6 +131,7 @@ class MediaFetcher:
         poll_interval_s: float = 5.0,
         yield_to: Callable[[], bool] | None = None,
         rest_ratio: float = 9.0,
+        rest_min_s: float = 1.0,
     ) -> None:
         self.maker = maker
         self.settings = settings
@@ -141,10 +142,13 @@ class MediaFetcher:
         self.poll_interval_s = poll_interval_s
         # "This process is busy serving requests" (set by the API's process): then the
         # fetcher takes one video at a time and rests `rest_ratio` times as long as it
-        # took (fetching goes on ~10 % of the time), leaving the CPU to the requests; the
-        # backlog drains at full concurrency once the burst is over.
+        # took, and at least `rest_min_s` (at most one a second, ~10 % of the time at
+        # most), leaving the CPU to the requests. Fetching is CPU-bound either way, so
+        # the backlog is not drained later for it: it drains at full concurrency once the
+        # burst is over, and the burst's requests were not slowed by it.
         self.yield_to = yield_to
         self.rest_ratio = rest_ratio
+        self.rest_min_s = rest_min_s
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -166,7 +170,8 @@ class MediaFetcher:
             if done:
                 if polite:
                     took = time.monotonic() - started
-                    await asyncio.sleep(min(self.poll_interval_s, self.rest_ratio * took))
+                    rest = max(self.rest_min_s, self.rest_ratio * took)
+                    await asyncio.sleep(min(self.poll_interval_s, rest))
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)

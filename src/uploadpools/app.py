@@ -31,6 +31,7 @@ from uploadpools.ops.health import probe_engine
 from uploadpools.ops.health import router as health_router
 from uploadpools.ops.logs import RequestIdMiddleware
 from uploadpools.pools.endpoints import router as pools_router
+from uploadpools.queue.endpoints import DIRECT_ROUTES
 from uploadpools.queue.endpoints import router as queue_router
 from uploadpools.store.engine import create_engine, create_sessionmaker
 from uploadpools.web import install_web
@@ -117,6 +118,7 @@ def create_app(
         try:
             yield
         finally:
+            await app.state.uploadpools.enqueues.aclose()
             if run_background:
                 await runner.stop()
             if http_client is None:
@@ -153,4 +155,6 @@ def create_app(
     app.include_router(health_router)
     app.include_router(metrics_router)
     install_web(app)
+    # Matched before everything else: the hot enqueue route skips FastAPI's routing.
+    app.router.routes[0:0] = DIRECT_ROUTES
     return app

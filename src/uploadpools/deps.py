@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -20,6 +21,7 @@ from uploadpools.idempotency import IdempotencyGuard, fingerprint
 from uploadpools.kit.clock import Clock
 from uploadpools.media.service import MediaFetcher
 from uploadpools.media.storage import Storage
+from uploadpools.queue.group import EnqueueGroup
 from uploadpools.store.engine import session_scope
 
 
@@ -36,6 +38,18 @@ class AppState:
     principals: PrincipalCache = field(default_factory=lambda: PrincipalCache(timedelta(0)))
     # Connection-per-use engine for /readyz (see ops.health).
     probe_engine: AsyncEngine | None = None
+    # Writes `video_url` enqueues together (group commit); closed by the app's lifespan.
+    enqueues: EnqueueGroup = field(init=False)
+
+    def __post_init__(self) -> None:
+        # An enqueue gives the fetcher work; it changes no schedule and no delivery, so
+        # this process's ticker and dispatcher are not woken (item.queued events wake the
+        # webhook sender themselves, and other processes hear the group's NOTIFY).
+        self.enqueues = EnqueueGroup(
+            self.maker, self.settings, self.clock, on_commit=self.fetcher.wake
+        )
+        # Fetching video_urls gives way to a burst of enqueues (see MediaFetcher.yield_to).
+        self.fetcher.yield_to = self.enqueues.recently_busy
 
     def wake(self) -> None:
         """Something the engine cares about changed in this process."""
@@ -44,7 +58,7 @@ class AppState:
             self.engine_runner.wake()
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.uploadpools
     return state
 
@@ -52,15 +66,15 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> Settings:
+async def get_settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def get_clock(state: StateDep) -> Clock:
+async def get_clock(state: StateDep) -> Clock:
     return state.clock
 
 
-def get_now(state: StateDep) -> datetime:
+async def get_now(state: StateDep) -> datetime:
     return state.clock.now()
 
 
@@ -104,36 +118,49 @@ async def get_principal(
 CurrentWorkspace = Annotated[Principal, Depends(get_principal)]
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Repeat a POST safely: the same key and request return the first response.",
+    ),
+]
+
+
+@asynccontextmanager
+async def releasing(
+    guard: IdempotencyGuard, session: AsyncSession | None = None
+) -> AsyncIterator[IdempotencyGuard]:
+    """Release the guard's claim unless its work committed (`guard.done()`)."""
+    try:
+        yield guard
+    except BaseException:
+        # End the failed work first: on SQLite its transaction holds the write lock that
+        # the release needs (the request's session, shared by the endpoint).
+        if session is not None:
+            await session.rollback()
+        await guard.release()
+        raise
+    await guard.release()  # no-op once completed
+
+
 async def get_idempotency(
     request: Request,
     state: StateDep,
     session: SessionDep,
     principal: CurrentWorkspace,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Repeat a POST safely: the same key and request return the first response.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> AsyncIterator[IdempotencyGuard]:
     guard = IdempotencyGuard(
         state.maker, principal.workspace_id, idempotency_key, state.clock.now()
     )
-    content_type = request.headers.get("content-type", "")
-    if idempotency_key is not None and not content_type.startswith("multipart/"):
-        # JSON bodies are fingerprinted up front; a streamed upload is fingerprinted by the
-        # endpoint once its file has been hashed.
-        await guard.begin(fingerprint(request.method, request.url.path, await request.body()))
-    try:
+    async with releasing(guard, session):
+        content_type = request.headers.get("content-type", "")
+        if idempotency_key is not None and not content_type.startswith("multipart/"):
+            # JSON bodies are fingerprinted up front; a streamed upload is fingerprinted by
+            # the endpoint once its file has been hashed.
+            await guard.begin(fingerprint(request.method, request.url.path, await request.body()))
         yield guard
-    except BaseException:
-        # End the failed work first: on SQLite its transaction holds the write lock that
-        # the release needs (the request's session is this one, shared by the endpoint).
-        await session.rollback()
-        await guard.release()
-        raise
-    await guard.release()  # no-op once completed
 
 
 Idempotency = Annotated[IdempotencyGuard, Depends(get_idempotency)]

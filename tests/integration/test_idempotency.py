@@ -100,6 +100,24 @@ class TestEnqueue:
         )
         assert fixed.status_code == 201
 
+    async def test_a_used_key_answers_before_the_body_is_judged(
+        self, allow_loopback, client, tenant, app
+    ):
+        pool = await setup(client, tenant, allow_loopback)
+        path = f"/api/v1/pools/{pool['id']}/videos"
+        h = tenant.headers | {"Idempotency-Key": "k", "content-type": "application/json"}
+        first = await client.post(path, content=b'{"video_url": "http://127.0.0.1:9/a"}', headers=h)
+        assert first.status_code == 201
+        broken = await client.post(path, content=b"{not json", headers=h)
+        assert fields(broken) == {"Idempotency-Key"}
+        invalid = await client.post(path, content=b'{"video_url": "nope"}', headers=h)
+        assert fields(invalid) == {"Idempotency-Key"}
+        fresh = h | {"Idempotency-Key": "fresh"}
+        assert fields(await client.post(path, content=b"{not json", headers=fresh)) == {"body"}
+        assert fields(await client.post(path, content=b"{not json", headers=fresh)) == {"body"}
+        async with app.state.uploadpools.maker() as s:
+            assert [r.key for r in (await s.scalars(select(IdempotencyRecord))).all()] == ["k"]
+
     async def test_failure_inside_the_work_releases_the_key_at_once(
         self, allow_loopback, client, tenant, app
     ):
@@ -179,6 +197,39 @@ class TestEnqueue:
         assert first.json()["id"] == again.json()["id"]
         assert fields(await send("other")) == {"Idempotency-Key"}
         assert await item_count(app) == 1
+
+
+class TestFailedCommit:
+    async def test_a_commit_that_fails_after_recording_releases_the_key(self, app, client, tenant):
+        # The response is recorded in the work's transaction; if that commit fails, the
+        # claim must still be released, or a retry would be refused (409) for an hour.
+        import httpx
+        from sqlalchemy import event
+        from sqlalchemy.orm import Session
+
+        failed: list[bool] = []
+
+        def fail_once(session: Session) -> None:
+            recording = any(
+                isinstance(o, IdempotencyRecord) and o.state == "done" for o in session.dirty
+            )
+            if recording and not failed:
+                failed.append(True)
+                raise RuntimeError("the disk is full")
+
+        acc = await make_account(client, tenant)
+        body = {"name": "p", "timezone": "UTC", "slots": [{"time": "09:00", "account_ids": [acc]}]}
+        h = tenant.headers | {"Idempotency-Key": "pool-1"}
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        event.listen(Session, "before_commit", fail_once)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                first = await c.post("/api/v1/pools", json=body, headers=h)
+        finally:
+            event.remove(Session, "before_commit", fail_once)
+        assert first.status_code == 500
+        again = await client.post("/api/v1/pools", json=body, headers=h)
+        assert again.status_code == 201, again.text
 
 
 class TestOtherPosts:

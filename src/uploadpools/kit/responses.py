@@ -15,4 +15,6 @@ async def commit_response(
     if guard is not None:
         await guard.complete(session, status_code, body)
     await session.commit()
+    if guard is not None:
+        guard.done()
     return Response(body, status_code=status_code, media_type="application/json")

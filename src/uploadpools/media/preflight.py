@@ -9,10 +9,11 @@ so a pool posting only to them costs nothing here but one dictionary lookup.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
@@ -65,24 +66,37 @@ def constraints_by_platform(settings: Settings) -> dict[str, MediaConstraints]:
 
 async def pool_rules(session: AsyncSession, settings: Settings, pool_id: str) -> list[Rules]:
     """The constraints of the pool's slot accounts (disabled accounts aside)."""
+    return (await pools_rules(session, settings, [pool_id]))[pool_id]
+
+
+_slots, _links, _accounts = Slot.__table__, SlotAccount.__table__, Account.__table__
+_RULES = (
+    select(_slots.c.pool_id, _accounts.c.name, _accounts.c.platform)
+    .join(_links, _links.c.account_id == _accounts.c.id)
+    .join(_slots, _slots.c.id == _links.c.slot_id)
+    .where(
+        _slots.c.pool_id.in_(bindparam("pools", expanding=True)),
+        _accounts.c.platform.in_(bindparam("platforms", expanding=True)),
+        _accounts.c.status != "disabled",
+    )
+    .distinct()
+    .order_by(_slots.c.pool_id, _accounts.c.name, _accounts.c.platform)
+)
+
+
+async def pools_rules(
+    session: AsyncSession, settings: Settings, pool_ids: Sequence[str]
+) -> dict[str, list[Rules]]:
+    """`pool_rules` of several pools in one query."""
+    out: dict[str, list[Rules]] = {p: [] for p in pool_ids}
     table = constraints_by_platform(settings)
-    if not table:
-        return []
-    rows = (
-        await session.execute(
-            select(Account.name, Account.platform)
-            .join(SlotAccount, SlotAccount.account_id == Account.id)
-            .join(Slot, Slot.id == SlotAccount.slot_id)
-            .where(
-                Slot.pool_id == pool_id,
-                Account.platform.in_(table),
-                Account.status != "disabled",
-            )
-            .distinct()
-            .order_by(Account.name)
-        )
-    ).all()
-    return [Rules(name, platform, table[platform]) for name, platform in rows]
+    if not table or not pool_ids:
+        return out
+    conn = await session.connection()
+    rows = await conn.execute(_RULES, {"pools": list(pool_ids), "platforms": sorted(table)})
+    for pool_id, name, platform in rows.all():
+        out[pool_id].append(Rules(name, platform, table[platform]))
+    return out
 
 
 def _s(x: float) -> str:

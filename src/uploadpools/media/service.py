@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import httpx
@@ -127,6 +129,9 @@ class MediaFetcher:
         *,
         concurrency: int = 4,
         poll_interval_s: float = 5.0,
+        yield_to: Callable[[], bool] | None = None,
+        rest_ratio: float = 9.0,
+        rest_min_s: float = 1.0,
     ) -> None:
         self.maker = maker
         self.settings = settings
@@ -135,25 +140,43 @@ class MediaFetcher:
         self.client = client
         self.concurrency = concurrency
         self.poll_interval_s = poll_interval_s
+        # "This process is busy serving requests" (set by the API's process): then the
+        # fetcher takes one video at a time and rests `rest_ratio` times as long as it
+        # took, and at least `rest_min_s` (at most one a second, ~10 % of the time at
+        # most), leaving the CPU to the requests. Fetching is CPU-bound either way, so
+        # the backlog is not drained later for it: it drains at full concurrency once the
+        # burst is over, and the burst's requests were not slowed by it.
+        self.yield_to = yield_to
+        self.rest_ratio = rest_ratio
+        self.rest_min_s = rest_min_s
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
 
+    def yielding(self) -> bool:
+        return self.yield_to is not None and self.yield_to()
+
     async def run(self) -> None:
         while True:
             self._wake.clear()
+            polite = self.yielding()
+            started = time.monotonic()
             try:
-                busy = await self.run_once()
+                done = await self.run_once(1 if polite else self.concurrency)
             except Exception:  # keep fetching after a database hiccup
                 log.exception("media fetcher iteration failed")
-                busy = 0
-            if busy:
+                done = 0
+            if done:
+                if polite:
+                    took = time.monotonic() - started
+                    rest = max(self.rest_min_s, self.rest_ratio * took)
+                    await asyncio.sleep(min(self.poll_interval_s, rest))
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
 
-    async def _claim(self) -> list[tuple[str, str, str, datetime]]:
+    async def _claim(self, limit: int) -> list[tuple[str, str, str, datetime]]:
         now = self.clock.now()
         lease = now + timedelta(seconds=self.settings.fetch_timeout_s + 60)
         async with session_scope(self.maker) as session:
@@ -165,7 +188,7 @@ class MediaFetcher:
                     or_(Media.lease_until.is_(None), Media.lease_until < now),
                 )
                 .order_by(Media.id)
-                .limit(self.concurrency)
+                .limit(limit)
                 .with_for_update(skip_locked=True)
             )
             rows = list((await session.scalars(q)).all())
@@ -174,8 +197,8 @@ class MediaFetcher:
                 m.fetch_attempts += 1
             return [(m.id, m.workspace_id, m.source_url or "", lease) for m in rows]
 
-    async def run_once(self) -> int:
-        claimed = await self._claim()
+    async def run_once(self, limit: int | None = None) -> int:
+        claimed = await self._claim(limit or self.concurrency)
         if claimed:
             await asyncio.gather(*(self._fetch(*c) for c in claimed))
         return len(claimed)

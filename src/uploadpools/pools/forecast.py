@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from itertools import islice
+from typing import Protocol
 
 from uploadpools import schedule
 from uploadpools.models import Pool
@@ -24,8 +25,15 @@ def firing_slots(slots: Sequence[SlotView]) -> list[SlotView]:
     return [s for s in slots if s.account_ids]
 
 
+class Zoned(Protocol):
+    """What the forecast needs of a pool: a Pool, or a row read without the ORM."""
+
+    @property
+    def timezone(self) -> str: ...
+
+
 def occurrences(
-    pool: Pool, slots: Sequence[SlotView], after: datetime, *, inclusive: bool = False
+    pool: Zoned, slots: Sequence[SlotView], after: datetime, *, inclusive: bool = False
 ) -> Iterator[tuple[SlotView, schedule.Occurrence]]:
     tz = schedule.load_zone(pool.timezone)
     streams = [
@@ -51,7 +59,7 @@ _SAFE_FROM, _SAFE_UNTIL = time(3, 0), time(21, 0)
 
 
 def numbered_occurrences(
-    pool: Pool, slots: Sequence[SlotView], after: datetime, start: int = 0
+    pool: Zoned, slots: Sequence[SlotView], after: datetime, start: int = 0
 ) -> Iterator[tuple[int, SlotView, schedule.Occurrence]]:
     """`occurrences` numbered from 0, beginning at number `start`.
 

@@ -3,13 +3,74 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from uploadpools.models import Delivery, Media, QueueItem
+from uploadpools.models import Delivery, Media, Pool, QueueItem
+from uploadpools.store.bulk import insert_rows
 
 STEP = 1 << 20
+
+_pools = Pool.__table__
+_items = QueueItem.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class LockedPool:
+    """A pool's row as read under its lock by a queue writer (no ORM object: cheaper)."""
+
+    id: str
+    workspace_id: str
+    name: str
+    timezone: str
+    state: str
+    empty_since: datetime | None
+    low_since: datetime | None
+
+
+# Built once: building a statement costs more than running it (~70 us for a small one).
+_LOCK_POOLS = (
+    select(
+        _pools.c.id,
+        _pools.c.workspace_id,
+        _pools.c.name,
+        _pools.c.timezone,
+        _pools.c.state,
+        _pools.c.empty_since,
+        _pools.c.low_since,
+    )
+    .where(_pools.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_pools.c.id)
+    .with_for_update()
+)
+_BACKS: dict[int, Any] = {}
+
+
+def _backs_of(n: int) -> Any:
+    """max(seq) (an index probe) and the queued count of n pools, as one statement."""
+    stmt = _BACKS.get(n)
+    if stmt is None:
+        parts = []
+        for i in range(n):
+            pool_id = bindparam(f"p{i}", type_=_items.c.pool_id.type)
+            parts.append(
+                select(
+                    pool_id,
+                    select(func.max(_items.c.seq))
+                    .where(_items.c.pool_id == pool_id)
+                    .scalar_subquery(),
+                    select(func.count())
+                    .select_from(_items)
+                    .where(_items.c.pool_id == pool_id, _items.c.status == "queued")
+                    .scalar_subquery(),
+                )
+            )
+        stmt = _BACKS[n] = parts[0] if n == 1 else union_all(*parts)
+    return stmt
 
 
 class QueueRepository:
@@ -26,6 +87,42 @@ class QueueRepository:
             select(func.max(QueueItem.seq)).where(QueueItem.pool_id == pool_id)
         )
         return (top or 0) + STEP
+
+    async def backs(self, pool_ids: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Per pool: the back of its queue (max seq, any status; 0 when empty) and how many
+        items are queued, in one round trip. Run it after taking the pools' row locks."""
+        if not pool_ids:
+            return {}
+        stmt = _backs_of(len(pool_ids))
+        params = {f"p{n}": pool_id for n, pool_id in enumerate(pool_ids)}
+        conn = await self.session.connection()
+        rows = (await conn.execute(stmt, params)).all()
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
+
+    async def lock_pools(self, pool_ids: Sequence[str]) -> list[LockedPool]:
+        """The pools, row-locked in id order (so two writers never wait on each other in a
+        cycle): the lock that serialises every change to a pool's queue order."""
+        if not pool_ids:
+            return []
+        conn = await self.session.connection()
+        rows = await conn.execute(_LOCK_POOLS, {"ids": sorted(set(pool_ids))})
+        return [LockedPool(*r) for r in rows.all()]
+
+    async def end_spells(self, pool_ids: Sequence[str]) -> None:
+        """A new video ends these pools' empty and low spells (the next dry run is news)."""
+        if pool_ids:
+            await self.session.execute(
+                update(Pool)
+                .where(Pool.id.in_(pool_ids))
+                .values(empty_since=None, low_since=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def insert_media(self, rows: list[dict[str, Any]]) -> None:
+        await insert_rows(self.session, Media.__table__, rows)  # type: ignore[arg-type]
+
+    async def insert_items(self, rows: list[dict[str, Any]]) -> None:
+        await insert_rows(self.session, QueueItem.__table__, rows)  # type: ignore[arg-type]
 
     async def front_seq(self, pool_id: str) -> int:
         low = await self.session.scalar(

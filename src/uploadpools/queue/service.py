@@ -1,18 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
-from uploadpools.exceptions import Conflict, NotFound
+from uploadpools.exceptions import Conflict, NotFound, UploadPoolsError, ValidationFailed
+from uploadpools.kit.ids import new_id
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
+from uploadpools.media import preflight
 from uploadpools.models import Delivery, Firing, Media, Pool, QueueItem
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, SlotView
-from uploadpools.queue.repository import STEP, QueueRepository
+from uploadpools.pools.service import PoolNotFound
+from uploadpools.queue.repository import STEP, LockedPool, QueueRepository
 from uploadpools.queue.schemas import (
     DeliveryRead,
     ItemFields,
@@ -22,6 +27,10 @@ from uploadpools.queue.schemas import (
 )
 from uploadpools.webhooks import events
 
+_PENDING_MEDIA = MediaRead(
+    state="pending", size=None, duration_s=None, width=None, height=None, content_type=None
+)
+
 
 class ItemNotFound(NotFound):
     title = "Video not found"
@@ -29,6 +38,17 @@ class ItemNotFound(NotFound):
 
 class ItemStateConflict(Conflict):
     title = "Video is not in a state that allows this"
+
+
+@dataclass(slots=True)
+class NewVideo:
+    """A `video_url` enqueue whose request passed its own checks, to be written."""
+
+    workspace_id: str
+    pool_id: str
+    user_id: str | None
+    url: str
+    fields: ItemFields
 
 
 class QueueService:
@@ -67,6 +87,134 @@ class QueueService:
         await self.session.flush()
         await self._emit_queued(pool, item, now)
         return item
+
+    async def enqueue_urls(
+        self, videos: Sequence[NewVideo], now: datetime
+    ) -> list[ItemRead | UploadPoolsError]:
+        """Queue each video at the back of its pool, in the given order, and answer each.
+
+        Every video is judged as its own request would be: its pool must be one of its
+        workspace's (else PoolNotFound) and its text must pass the pool's pre-flight
+        (else ValidationFailed). A refused video writes nothing; the others are written
+        together (multi-row inserts), with positions and `expected_at` as if one at a time.
+        """
+        outcomes: list[ItemRead | UploadPoolsError | None] = [None] * len(videos)
+        pools = {p.id: p for p in await self.repo.lock_pools([v.pool_id for v in videos])}
+        rules = await preflight.pools_rules(self.session, self.settings, sorted(pools))
+        accepted: list[tuple[int, LockedPool]] = []
+        for n, v in enumerate(videos):
+            pool = pools.get(v.pool_id)
+            if pool is None or pool.workspace_id != v.workspace_id:
+                outcomes[n] = PoolNotFound("no such pool")
+                continue
+            # The text can be checked now; the video itself once it is fetched.
+            errors = preflight.check(rules[pool.id], None, v.fields.title, v.fields.caption)
+            if errors:
+                outcomes[n] = ValidationFailed(errors)
+                continue
+            accepted.append((n, pool))
+        if not accepted:
+            return outcomes  # type: ignore[return-value]
+        used = {pool.id: pool for _, pool in accepted}
+        backs = await self.repo.backs(sorted(used))
+        media_rows: list[dict[str, Any]] = []
+        item_rows: list[dict[str, Any]] = []
+        ranks: list[int] = []
+        for n, pool in accepted:
+            v = videos[n]
+            top, queued = backs[pool.id]
+            backs[pool.id] = (top + STEP, queued + 1)
+            media_id = new_id()
+            media_rows.append(
+                dict(
+                    id=media_id,
+                    workspace_id=v.workspace_id,
+                    state="pending",
+                    source_url=v.url,
+                    fetch_attempts=0,
+                    created_at=now,
+                )
+            )
+            item_rows.append(
+                dict(
+                    id=new_id(),
+                    workspace_id=pool.workspace_id,
+                    pool_id=pool.id,
+                    media_id=media_id,
+                    status="queued",
+                    seq=top + STEP,
+                    title=v.fields.title,
+                    caption=v.fields.caption,
+                    options=v.fields.options,
+                    enqueued_at=now,
+                    added_by=v.user_id,
+                )
+            )
+            ranks.append(queued)  # at the back: behind every item queued so far
+        expected = await self._expected_at(used, accepted, ranks, now)
+        await self.repo.insert_media(media_rows)
+        await self.repo.insert_items(item_rows)
+        await self.repo.end_spells(
+            [p.id for p in used.values() if p.empty_since is not None or p.low_since is not None]
+        )
+        listening = await events.listening(self.session, {p.workspace_id for p in used.values()})
+        await events.emit_many(
+            self.session,
+            "item.queued",
+            [
+                (
+                    pool.workspace_id,
+                    {"pool": events.pool_data(pool), "item": events.queued_item_data(row)},
+                )
+                for (_, pool), row in zip(accepted, item_rows, strict=True)
+                if "item.queued" in listening.get(pool.workspace_id, ())
+            ],
+            now,
+        )
+        for (n, _), row, rank, at in zip(accepted, item_rows, ranks, expected, strict=True):
+            outcomes[n] = ItemRead(
+                id=row["id"],
+                pool_id=row["pool_id"],
+                status="queued",
+                position=rank,
+                title=row["title"],
+                caption=row["caption"],
+                options=row["options"],
+                media=_PENDING_MEDIA,
+                expected_at=at,
+                deliveries=[],
+                enqueued_at=now,
+                dispatched_at=None,
+            )
+        return outcomes  # type: ignore[return-value]
+
+    async def _expected_at(
+        self,
+        pools: dict[str, LockedPool],
+        accepted: list[tuple[int, LockedPool]],
+        ranks: list[int],
+        now: datetime,
+    ) -> list[datetime | None]:
+        """The forecast instant of each new item's rank (None while its pool is paused)."""
+        active = sorted(pid for pid, p in pools.items() if p.state == "active")
+        if not active:
+            return [None] * len(ranks)
+        slots = await self.pools.slots_of(active)
+        by_rank: dict[str, dict[int, datetime]] = {}
+        for pid in active:
+            wanted = [r for (_, p), r in zip(accepted, ranks, strict=True) if p.id == pid]
+            at: dict[int, datetime] = {}
+            for n, _slot, occ in forecast.numbered_occurrences(
+                pools[pid], slots.get(pid, []), now, wanted[0]
+            ):
+                if n > wanted[-1]:
+                    break
+                at[n] = occ.at
+            by_rank[pid] = at
+        return [
+            by_rank[p.id].get(r) if p.id in by_rank else None
+            for (_, p), r in zip(accepted, ranks, strict=True)
+        ]
 
     async def _emit_queued(self, pool: Pool, item: QueueItem, now: datetime) -> None:
         await events.emit(

@@ -62,6 +62,7 @@ async def commit_secret_response(
     kept = model.model_copy(update={"secret": None}).model_dump_json().encode()
     await idem.complete(session, status_code, kept)
     await session.commit()
+    idem.done()
     return Response(body, status_code=status_code, media_type="application/json")
 
 

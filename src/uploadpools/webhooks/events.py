@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy import event as sa_event
-from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.engine.wakeup import notify_change
@@ -89,6 +89,90 @@ async def _subscribers(session: AsyncSession, workspace_id: str) -> list[tuple[s
     return subs[workspace_id]
 
 
+_endpoints = WebhookEndpoint.__table__
+_ACTIVE_ENDPOINTS = select(_endpoints.c.workspace_id, _endpoints.c.id, _endpoints.c.events).where(
+    _endpoints.c.workspace_id.in_(bindparam("ws", expanding=True)),
+    _endpoints.c.disabled_at.is_(None),
+)
+
+
+async def _prefetch_subscribers(session: AsyncSession, workspace_ids: set[str]) -> None:
+    """Fill `_subscribers`' per-transaction cache for several workspaces in one query."""
+    tx = session.sync_session.get_transaction()
+    cached = session.info.get(_CACHE)
+    if cached is None or cached[0] is not tx:
+        cached = (tx, {})
+        session.info[_CACHE] = cached
+    subs: dict[str, list[tuple[str, list[str]]]] = cached[1]
+    wanted = sorted(workspace_ids - subs.keys())
+    if not wanted:
+        return
+    for ws in wanted:
+        subs[ws] = []
+    conn = await session.connection()
+    for ws, eid, evs in (await conn.execute(_ACTIVE_ENDPOINTS, {"ws": wanted})).all():
+        subs[ws].append((eid, list(evs or [])))
+
+
+async def listening(session: AsyncSession, workspace_ids: set[str]) -> dict[str, set[str]]:
+    """The event types some active endpoint of each workspace subscribes to (one query for
+    all of them, then cached for the transaction), so callers build only events that
+    will be written."""
+    await _prefetch_subscribers(session, workspace_ids)
+    return {
+        ws: {t for _, evs in await _subscribers(session, ws) for t in evs} for ws in workspace_ids
+    }
+
+
+async def emit_many(
+    session: AsyncSession, type_: str, events: list[tuple[str, dict[str, Any]]], now: datetime
+) -> None:
+    """`emit` for many events of one type, `(workspace_id, data)` each, in order: one
+    subscriber look-up and two multi-row inserts however many there are."""
+    if not events:
+        return
+    await _prefetch_subscribers(session, {ws for ws, _ in events})
+    event_rows: list[dict[str, Any]] = []
+    delivery_rows: list[dict[str, Any]] = []
+    for workspace_id, data in events:
+        targets = [eid for eid, evs in await _subscribers(session, workspace_id) if type_ in evs]
+        if not targets:
+            continue
+        event_id = new_id()
+        event_rows.append(
+            dict(id=event_id, workspace_id=workspace_id, type=type_, data=data, created_at=now)
+        )
+        delivery_rows += [
+            dict(
+                id=new_id(),
+                event_id=event_id,
+                endpoint_id=eid,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                lease_token=0,
+                lease_until=None,
+                log=[],
+                created_at=now,
+                finished_at=None,
+            )
+            for eid in targets
+        ]
+    if not event_rows:
+        return
+    await session.execute(insert(WebhookEvent.__table__), event_rows)
+    await session.execute(insert(WebhookDelivery.__table__), delivery_rows)
+    await _wake_after_commit(session)
+
+
+async def _wake_after_commit(session: AsyncSession) -> None:
+    tx = session.sync_session.get_transaction()
+    if session.info.get(_WAKE) is not tx:  # once per transaction
+        session.info[_WAKE] = tx
+        sa_event.listen(session.sync_session, "after_commit", _wake_all, once=True)
+        await notify_change(session)
+
+
 async def emit(
     session: AsyncSession,
     workspace_id: str,
@@ -132,18 +216,21 @@ async def emit(
             for eid in targets
         ],
     )
-    tx = session.sync_session.get_transaction()
-    if session.info.get(_WAKE) is not tx:  # once per transaction
-        session.info[_WAKE] = tx
-        sa_event.listen(session.sync_session, "after_commit", _wake_all, once=True)
-        await notify_change(session)
+    await _wake_after_commit(session)
     return event_id
 
 
 # -- payload pieces (ids and names; `render` adds the links) --------------------------------
 
 
-def pool_data(pool: Pool) -> dict[str, Any]:
+class _Named(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+
+
+def pool_data(pool: _Named) -> dict[str, Any]:
     return {"id": pool.id, "name": pool.name}
 
 
@@ -158,6 +245,21 @@ def item_data(item: QueueItem) -> dict[str, Any]:
         "skip_detail": item.skip_detail,
         "enqueued_at": iso(item.enqueued_at),
         "dispatched_at": iso(item.dispatched_at),
+    }
+
+
+def queued_item_data(row: dict[str, Any]) -> dict[str, Any]:
+    """`item_data` of an item just queued, from the row written for it."""
+    return {
+        "id": row["id"],
+        "pool_id": row["pool_id"],
+        "title": row["title"],
+        "caption": row["caption"],
+        "status": "queued",
+        "skip_reason": None,
+        "skip_detail": None,
+        "enqueued_at": iso(row["enqueued_at"]),
+        "dispatched_at": None,
     }
 
 

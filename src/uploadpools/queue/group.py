@@ -13,12 +13,12 @@ idle server writes a lone enqueue at once and a busy one writes many per transac
 
 Each video is still judged on its own (its pool, its pre-flight: `QueueService
 .enqueue_urls`); a refused one gets its own error and writes nothing. If the group's
-transaction fails on a value (a constraint, a conversion, a lost Idempotency-Key
-claim), it is rolled back and its videos are written again one by one, so the failure
-reaches only the request that causes it; if the store itself fails (locked,
-unreachable), every request of the group gets that error at once, as each would have
-alone.
-Videos are written in the order they arrived, which is their order in each pool.
+transaction fails on a value (a constraint, a conversion, an Idempotency-Key recorded
+meanwhile by another transaction), it is rolled back and its videos are written again
+one by one, so the failure reaches only the request that causes it; if the store itself
+fails (locked, unreachable), every request of the group gets that error at once, as
+each would have alone. Videos are written in the order they arrived, which is their
+order in each pool.
 """
 
 from __future__ import annotations

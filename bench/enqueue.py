@@ -711,6 +711,13 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         + ", ".join(f"{k} {v / MB:.0f}" for k, v in sampler.children_peaks.items())
         + " MB"
     )
+    if sampler.private_peaks:
+        out(
+            "  private memory of the tree (USS, every 200 ms; library code shared with other"
+            " processes not counted): "
+            + ", ".join(f"{k} {v / MB:.0f}" for k, v in sampler.private_peaks.items())
+            + " MB"
+        )
     if up is not None:
         upload_peak = peaks.get("upload", 0.0)
         out(

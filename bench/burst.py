@@ -982,7 +982,11 @@ def report(
     other_s, other_share, watched, server_s = result["others"]
     print(
         f"  measuring: the poller used {result['poller_cpu_s']:.2f} CPU-s"
-        + (f"; the PostgreSQL server {server_s:.2f} CPU-s (engine and poller)" if server_s else "")
+        + (
+            f"; the PostgreSQL server {server_s:.2f} CPU-s (engine and poller)"
+            if store == "postgres"
+            else ""
+        )
     )
     print(
         f"  other processes on this {os.cpu_count()}-CPU host used {other_s:.1f} CPU-s in the "

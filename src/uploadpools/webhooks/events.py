@@ -142,22 +142,7 @@ async def emit_many(
         event_rows.append(
             dict(id=event_id, workspace_id=workspace_id, type=type_, data=data, created_at=now)
         )
-        delivery_rows += [
-            dict(
-                id=new_id(),
-                event_id=event_id,
-                endpoint_id=eid,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                lease_token=0,
-                lease_until=None,
-                log=[],
-                created_at=now,
-                finished_at=None,
-            )
-            for eid in targets
-        ]
+        delivery_rows += _delivery_rows(event_id, targets, now)
     if not event_rows:
         return
     await session.execute(insert(WebhookEvent.__table__), event_rows)
@@ -199,22 +184,7 @@ async def emit(
     )
     await session.execute(
         insert(WebhookDelivery.__table__),
-        [
-            dict(
-                id=new_id(),
-                event_id=event_id,
-                endpoint_id=eid,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                lease_token=0,
-                lease_until=None,
-                log=[],
-                created_at=now,
-                finished_at=None,
-            )
-            for eid in targets
-        ],
+        _delivery_rows(event_id, targets, now),
     )
     await _wake_after_commit(session)
     return event_id
@@ -328,3 +298,23 @@ def render(public_url: str, event: WebhookEvent) -> dict[str, Any]:
     if isinstance(account, dict) and account.get("id"):
         account["url"] = f"{api}/accounts/{account['id']}"
     return {"id": event.id, "type": event.type, "timestamp": iso(event.created_at), "data": data}
+
+
+def _delivery_rows(event_id: str, targets: list[str], now: datetime) -> list[dict[str, Any]]:
+    """One pending outbox delivery per endpoint for a new event."""
+    return [
+        dict(
+            id=new_id(),
+            event_id=event_id,
+            endpoint_id=eid,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            lease_token=0,
+            lease_until=None,
+            log=[],
+            created_at=now,
+            finished_at=None,
+        )
+        for eid in targets
+    ]

@@ -70,14 +70,20 @@ def iso(dt: datetime | None) -> str | None:
     return None if dt is None else dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-async def _subscribers(session: AsyncSession, workspace_id: str) -> list[tuple[str, list[str]]]:
-    """Active endpoints of the workspace, looked up once per transaction."""
+def _tx_cache(session: AsyncSession) -> dict[str, list[tuple[str, list[str]]]]:
+    """The subscribers cache of the session's current transaction (a new one per transaction)."""
     tx = session.sync_session.get_transaction()
     cached = session.info.get(_CACHE)
     if cached is None or cached[0] is not tx:
         cached = (tx, {})
         session.info[_CACHE] = cached
     subs: dict[str, list[tuple[str, list[str]]]] = cached[1]
+    return subs
+
+
+async def _subscribers(session: AsyncSession, workspace_id: str) -> list[tuple[str, list[str]]]:
+    """Active endpoints of the workspace, looked up once per transaction."""
+    subs = _tx_cache(session)
     if workspace_id not in subs:
         rows = await session.execute(
             select(WebhookEndpoint.id, WebhookEndpoint.events).where(
@@ -98,12 +104,7 @@ _ACTIVE_ENDPOINTS = select(_endpoints.c.workspace_id, _endpoints.c.id, _endpoint
 
 async def _prefetch_subscribers(session: AsyncSession, workspace_ids: set[str]) -> None:
     """Fill `_subscribers`' per-transaction cache for several workspaces in one query."""
-    tx = session.sync_session.get_transaction()
-    cached = session.info.get(_CACHE)
-    if cached is None or cached[0] is not tx:
-        cached = (tx, {})
-        session.info[_CACHE] = cached
-    subs: dict[str, list[tuple[str, list[str]]]] = cached[1]
+    subs = _tx_cache(session)
     wanted = sorted(workspace_ids - subs.keys())
     if not wanted:
         return

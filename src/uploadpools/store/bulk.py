@@ -24,6 +24,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     JSON,
     ColumnElement,
     Float,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    TypeDecorator,
     any_,
     bindparam,
     column,
@@ -39,7 +41,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -76,10 +77,14 @@ def _processor(table: Table, key: str, dialect: Dialect) -> _Proc:
     return _procs[k]
 
 
+def _impl(table: Table, key: str, dialect: Dialect) -> Any:
+    """The column's type as the dialect stores it (a TypeDecorator's own type)."""
+    t = table.c[key].type.dialect_impl(dialect)
+    return t.impl_instance if isinstance(t, TypeDecorator) else t
+
+
 def _is_json(table: Table, key: str, dialect: Dialect) -> bool:
-    return dialect.name == "postgresql" and isinstance(
-        table.c[key].type.dialect_impl(dialect), JSON
-    )
+    return dialect.name == "postgresql" and isinstance(_impl(table, key, dialect), JSON)
 
 
 def _insert_sql(table: Table, keys: tuple[str, ...], n: int, dialect: Dialect) -> str:
@@ -99,7 +104,7 @@ def _array_element(table: Table, key: str, dialect: Dialect) -> str:
     """The array's element type. Not the column's own when that has a length or a
     precision: an explicit cast to varchar(n) or numeric(p, s) would silently truncate or
     round, where the INSERT into the column refuses a value that does not fit."""
-    impl = table.c[key].type.dialect_impl(dialect)
+    impl = _impl(table, key, dialect)
     if isinstance(impl, String):
         return "text"
     if isinstance(impl, Numeric) and not isinstance(impl, Float | Integer):
@@ -139,7 +144,7 @@ def _converted(table: Table, keys: Sequence[str], rows: list[dict[str, Any]], di
         if proc is not None:
             memo: dict[Any, Any] = {}
             out = []
-            if isinstance(table.c[key].type.dialect_impl(dialect), JSON):
+            if isinstance(_impl(table, key, dialect), JSON):
                 # Unhashable: memoised by identity (rows often share one value object).
                 for v in values:
                     k = id(v)

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from fastapi import Request
-from fastapi.templating import Jinja2Templates
 from starlette.responses import RedirectResponse, Response
 
 from uploadpools.exceptions import UploadPoolsError
 from uploadpools.schedule import WEEKDAYS
 
+if TYPE_CHECKING:
+    from fastapi.templating import Jinja2Templates
+
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 DAY_LABELS = {
     "mon": "Mon",
@@ -47,17 +49,24 @@ def days_label(days: list[str]) -> str:
     return ", ".join(DAY_LABELS[d] for d in days)
 
 
-templates.env.filters["when"] = when
-templates.env.filters["days_label"] = days_label
-templates.env.globals["WEEKDAYS"] = WEEKDAYS
-templates.env.globals["DAY_LABELS"] = DAY_LABELS
+@cache
+def templates() -> Jinja2Templates:
+    """Made at the first page: a server used only through the API never loads Jinja2."""
+    from fastapi.templating import Jinja2Templates
+
+    t = Jinja2Templates(directory=str(HERE / "templates"))
+    t.env.filters["when"] = when
+    t.env.filters["days_label"] = days_label
+    t.env.globals["WEEKDAYS"] = WEEKDAYS
+    t.env.globals["DAY_LABELS"] = DAY_LABELS
+    return t
 
 
 def page(
     request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
 ) -> Response:
     ctx = {"me": getattr(request.state, "signed_in", None), **(context or {})}
-    return templates.TemplateResponse(request, name, ctx, status_code=status_code)
+    return templates().TemplateResponse(request, name, ctx, status_code=status_code)
 
 
 def is_web_path(path: str) -> bool:

@@ -14,8 +14,9 @@ Starts a real ``uploadpools serve`` on a fresh temp data dir (and, with
 2. Waits for that fetch backlog to drain and checks every item's media is ready.
 3. Upload phase: one multipart upload of a ~M MB H.264 MP4, streamed from disk.
 
-The server's RSS (with any children) is sampled every 50 ms throughout. The
-last line printed is the summary:
+The server's RSS (with its children: the probe child) is sampled every 50 ms
+throughout, each physical page counted once (see ``RssSampler``). The last line
+printed is the summary:
 
     enqueue: rate=<n>/s p99=<x>ms upload=<y>MB/s rss=<z>MB
 
@@ -699,10 +700,21 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
         )
     else:
         mbps = 0.0
+    counted_once = (
+        "each physical page counted once"
+        if sampler.frames_readable
+        else "page frames unreadable here, so shared library pages counted once per process"
+    )
     out(
-        f"server RSS (process tree, every 50 ms): idle {idle_rss / MB:.0f} MB; peak by phase: "
+        f"server RSS (process tree, {counted_once}; every 50 ms): idle {idle_rss / MB:.0f} MB;"
+        " peak by phase: "
         + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
         + f" MB; overall peak {rss_peak:.0f} MB ({sampler.samples} samples)"
+    )
+    out(
+        "  the plain sum of the processes' RSS (counting the libraries both load twice): "
+        + ", ".join(f"{k} {v / MB:.0f}" for k, v in sampler.sum_peaks.items())
+        + f" MB; overall {max(sampler.sum_peaks.values(), default=0) / MB:.0f} MB"
     )
     out(
         "  of which the server process alone: "

@@ -14,7 +14,7 @@ import typer
 
 from uploadpools.config import Settings
 from uploadpools.kit.clock import SystemClock, clock_for
-from uploadpools.kit.crypto import generate_password, hash_password
+from uploadpools.kit.crypto import generate_password, hash_password_blocking
 from uploadpools.kit.memory import limit_malloc_arenas
 from uploadpools.ops.logs import configure_logging
 
@@ -147,6 +147,8 @@ def serve(
     configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.secret()  # generated into the data dir on first start
+    # Before any thread starts (argon2 runs in crypto's threads, the first user's too).
+    limit_malloc_arenas()
     # Migrating (alembic, SQLAlchemy, the models) runs in a child process that exits
     # before the server starts, and the first user's password is hashed (argon2: 64 MiB,
     # mapped and unmapped at once) while this process is still small and that child is
@@ -154,10 +156,11 @@ def serve(
     status = _prepare_in_child()
     if status == NEEDS_FIRST_USER:
         password = generate_password()
-        status = _prepare_in_child({"password": password, "password_hash": hash_password(password)})
+        status = _prepare_in_child(
+            {"password": password, "password_hash": hash_password_blocking(password)}
+        )
     if status:
         raise typer.Exit(status)
-    limit_malloc_arenas()
 
     import uvicorn
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,38 @@ class TestUpload:
         assert "checker crashed (SIGSEGV)" in r.json()["errors"][0]["message"]
         assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
 
+    async def test_probe_child_killed_once_is_retried_and_the_upload_accepted(
+        self, client, tenant, settings, sample_mp4, monkeypatch, tmp_path
+    ):
+        # Killed on its first look at the file (as the OOM killer might), not the file's fault.
+        killed_once = fake_worker("killonce", marks=tmp_path)
+        monkeypatch.setattr(probe, "_default", killed_once)
+        pool = await setup_pool(client, tenant)
+        try:
+            r = await upload(client, tenant, pool["id"], sample_mp4)
+        finally:
+            killed_once.close()
+        assert r.status_code == 201, r.text
+        assert r.json()["media"]["state"] == "ready"
+        assert killed_once.started == 2
+
+    async def test_probe_that_cannot_run_is_503_and_nothing_kept(
+        self, client, tenant, settings, sample_mp4, monkeypatch
+    ):
+        broken = probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+        monkeypatch.setattr(probe, "_default", broken)
+        pool = await setup_pool(client, tenant)
+        r = await upload(client, tenant, pool["id"], sample_mp4)
+        assert r.status_code == 503
+        assert r.headers["content-type"].startswith("application/problem+json")
+        problem = r.json()
+        assert problem["type"].endswith("/unavailable")
+        assert "could not check the video" in problem["detail"]
+        assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
+        assert (
+            await client.get(f"/api/v1/pools/{pool['id']}/videos", headers=tenant.headers)
+        ).json()["items"] == []
+
     async def test_oversized_upload_is_413_and_nothing_kept(
         self, client, tenant, settings, sample_mp4
     ):
@@ -230,6 +263,43 @@ class TestVideoUrl:
             )
         ).json()
         assert got["skip_reason"] == "media_rejected"
+
+    async def test_fetch_whose_probe_cannot_run_stays_pending_and_is_tried_again(
+        self,
+        allow_loopback,
+        client,
+        tenant,
+        app,
+        file_server,
+        sample_mp4,
+        settings,
+        clock,
+        monkeypatch,
+    ):
+        shutil.copy(sample_mp4, file_server.root / "v.mp4")
+        pool = await setup_pool(client, tenant)
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos",
+            json={"video_url": file_server.url("v.mp4")},
+            headers=tenant.headers,
+        )
+        item_url = f"/api/v1/pools/{pool['id']}/videos/{r.json()['id']}"
+        fetcher = app.state.uploadpools.fetcher
+        working = probe._default
+        monkeypatch.setattr(
+            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+        )
+        assert await fetcher.run_once() == 1
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["media"]["state"]) == ("queued", "pending")
+        assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
+
+        monkeypatch.setattr(probe, "_default", working)
+        assert await fetcher.run_once() == 0  # still leased
+        clock.advance(seconds=settings.fetch_timeout_s + 61)
+        assert await fetcher.run_once() == 1
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["media"]["state"]) == ("queued", "ready")
 
     async def test_requeue_after_failed_fetch_fetches_again(
         self, allow_loopback, client, tenant, app, file_server, sample_mp4

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -131,20 +132,75 @@ class TestVerdictsMatchInProcess:
 
 
 class TestChildFailures:
-    def test_child_crashing_on_a_file_refuses_it_and_the_next_probe_gets_a_new_child(
+    def test_child_crashing_on_a_file_twice_refuses_it_and_the_next_probe_gets_a_new_child(
         self, tmp_path: Path
     ) -> None:
         worker = fake_worker()
         try:
             with pytest.raises(NotAVideo, match=r"checker crashed \(SIGSEGV\) while reading"):
                 worker.probe(tmp_path / "crash.mp4")
+            assert worker.started == 2  # tried once more in a fresh child
 
             assert worker.probe(tmp_path / "fine.mp4") == FAKE_RESULT
-            assert worker.started == 2
+            assert worker.started == 3
         finally:
             worker.close()
 
-    def test_hanging_child_times_out_and_is_killed(self, tmp_path: Path) -> None:
+    def test_child_killed_during_a_probe_is_retried_in_a_fresh_child(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        worker = fake_worker()
+        try:
+            with caplog.at_level(logging.WARNING, logger="uploadpools.media.probe"):
+                assert worker.probe(tmp_path / "killonce.mp4") == FAKE_RESULT
+        finally:
+            worker.close()
+
+        assert worker.started == 2
+        assert "checker crashed (SIGKILL)" in caplog.text
+        assert "trying it once more" in caplog.text
+
+    def test_child_killed_from_outside_mid_probe_is_retried(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # As the OOM killer would: the child is busy with the file when it is killed.
+        worker = fake_worker(timeout_s=60)
+        probing = tmp_path / "hangonce.mp4"
+        marker = tmp_path / "hangonce.mp4.tried"
+        stop = threading.Event()
+
+        def kill_when_busy() -> None:
+            while not stop.is_set():
+                pid = worker.pid
+                if pid is not None and marker.exists():
+                    os.kill(pid, signal.SIGKILL)
+                    return
+                stop.wait(0.01)
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        try:
+            with caplog.at_level(logging.WARNING, logger="uploadpools.media.probe"):
+                result = worker.probe(probing)
+        finally:
+            stop.set()
+            killer.join()
+            worker.close()
+
+        assert result == FAKE_RESULT
+        assert worker.started == 2
+        assert "checker crashed (SIGKILL)" in caplog.text
+
+    def test_probe_timing_out_once_is_retried_in_a_fresh_child(self, tmp_path: Path) -> None:
+        worker = fake_worker(timeout_s=0.3)
+        try:
+            assert worker.probe(tmp_path / "hangonce.mp4") == FAKE_RESULT
+        finally:
+            worker.close()
+
+        assert worker.started == 2
+
+    def test_hanging_child_times_out_twice_and_is_killed(self, tmp_path: Path) -> None:
         worker = fake_worker(timeout_s=0.3)
         try:
             worker.probe(tmp_path / "fine.mp4")
@@ -155,8 +211,9 @@ class TestChildFailures:
                 worker.probe(tmp_path / "hang.mp4")
 
             assert not alive(pid)
+            assert worker.started == 2  # the retry had a fresh child
             assert worker.probe(tmp_path / "fine.mp4") == FAKE_RESULT
-            assert worker.started == 2
+            assert worker.started == 3
         finally:
             worker.close()
 

@@ -67,7 +67,7 @@ async def create_user(
         raise EmailTaken(f"{email} is already registered")
     user = User(
         email=email,
-        password_hash=password_hash or crypto.hash_password(password),
+        password_hash=password_hash or await crypto.hash_password(password),
         plan=plan,
         monthly_quota=quota,
         created_at=now,

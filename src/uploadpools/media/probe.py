@@ -13,12 +13,15 @@ environment) and leaves on its own after ``IDLE_EXIT_S`` without a request, afte
 goes away (its stdin closes). Probes queue for it, so only one probe's memory is ever
 in use. Its failures are errors, never hangs:
 
-* a probe that takes longer than ``PROBE_TIMEOUT_S``: the child is killed and the file
-  is refused (``NotAVideo``: "checking the video took longer than ...");
-* the child dies while probing a file (FFmpeg crashed on it): the file is refused,
-  naming how the checker ended; the next probe starts a new child;
-* the child cannot start at all: ``ProbeUnavailable``, a server problem (500), not
-  the file's.
+* a probe that takes longer than ``PROBE_TIMEOUT_S``, or a child that dies while
+  probing a file: the child is killed (if need be) and the file is tried once more in a
+  fresh child, since a child can die for reasons that are not the file's (the kernel's
+  OOM killer on a starved machine, a stray SIGKILL). Only if it kills or hangs the fresh
+  child too is the file refused (``NotAVideo``, naming how the checker ended or "checking
+  the video took longer than ..."): a crafted file that crashes FFmpeg is refused, and
+  never takes the server down;
+* the child cannot start at all: ``ProbeUnavailable``, a server problem (503 for an
+  upload; a fetched ``video_url`` is tried again later), not the file's.
 
 This module imports nothing heavy: the child imports it for ``ProbeResult`` and
 ``NotAVideo``.
@@ -64,6 +67,7 @@ IDLE_EXIT_S = 30.0
 # each one (~4 MB over 5,000 small videos); starting one costs ~0.1 s of CPU.
 MAX_PROBES_PER_CHILD = 1000
 
+_log = logging.getLogger(__name__)
 # The checks' log records are logged here, under the name they have in the child.
 _child_logger = logging.getLogger("uploadpools.media.avprobe")
 
@@ -137,30 +141,41 @@ class ProbeWorker:
     def probe(self, path: Path) -> ProbeResult:
         request = json.dumps({"path": str(path)}).encode() + b"\n"
         with self._lock:
-            for attempt in (1, 2):
+            # A child can die or hang for reasons that are not the file's (the kernel's
+            # OOM killer on a starved machine, a stray kill, a stall): each of those gets
+            # one more try in a fresh child before the file is refused.
+            retried_pipe = retried_exit = retried_failure = False
+            while True:
                 proc = self._running()
                 assert proc.stdin is not None
                 try:
                     proc.stdin.write(request)
                 except BrokenPipeError:
                     status = self._reap()
-                    if attempt == 1:
+                    if not retried_pipe:
+                        retried_pipe = True
                         continue  # it had just left; not this file's doing
                     raise ProbeUnavailable(f"the video probe process {_ended(status)}") from None
                 answer = self._read_line(proc, self.timeout_s)
                 if answer is None:  # it went away without answering
                     status = self._reap()
-                    if status == 0 and attempt == 1:
+                    if status == 0 and not retried_exit:
                         # An idle exit that crossed our request: it never read it.
+                        retried_exit = True
                         continue
-                    raise NotAVideo(f"the video checker {_ended(status)} while reading this file")
-                if answer is _TIMED_OUT:
+                    failure = f"the video checker {_ended(status)} while reading this file"
+                elif answer is _TIMED_OUT:
                     self._discard()
-                    raise NotAVideo(f"checking the video took longer than {self.timeout_s:g} s")
-                if answer.get("last"):
-                    self._reap()  # it leaves after this answer; the next probe starts another
-                return self._result(answer)
-        raise AssertionError("unreachable")  # pragma: no cover
+                    failure = f"checking the video took longer than {self.timeout_s:g} s"
+                else:
+                    if answer.get("last"):
+                        self._reap()  # it leaves after this answer; the next probe starts another
+                    return self._result(answer)
+                if retried_failure:
+                    # The same file did it to a fresh child too: it is the file.
+                    raise NotAVideo(failure)
+                retried_failure = True
+                _log.warning("%s (%s): trying it once more in a new checker", failure, path)
 
     def close(self) -> None:
         """Let the child go (it exits when its stdin closes); kill it if it lingers."""

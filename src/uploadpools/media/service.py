@@ -14,11 +14,12 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools.config import Settings
+from uploadpools.exceptions import UploadPoolsError
 from uploadpools.kit.clock import Clock
 from uploadpools.kit.ids import new_id
 from uploadpools.media import preflight
 from uploadpools.media.fetch import FetchFailed, fetch_to_storage
-from uploadpools.media.probe import NotAVideo, ProbeResult, probe
+from uploadpools.media.probe import NotAVideo, ProbeResult, ProbeUnavailable, probe
 from uploadpools.media.storage import LocalStorage, Storage, StoredObject
 from uploadpools.models import Media, Pool, QueueItem
 from uploadpools.notifications.service import notify
@@ -26,6 +27,14 @@ from uploadpools.store.engine import session_scope
 from uploadpools.webhooks import events
 
 log = logging.getLogger(__name__)
+
+
+class VideoCheckUnavailable(UploadPoolsError):
+    """The video could not be checked at all, for reasons that are not the file's."""
+
+    status_code = 503
+    title = "The video cannot be checked right now"
+    type_slug = "unavailable"
 
 
 def storage_for(settings: Settings) -> Storage:
@@ -86,13 +95,21 @@ def mark_ready(
 
 
 async def store_probed(storage: Storage, stored: StoredObject) -> ProbeResult:
-    """Probe a stored object; a file that is not a playable video is deleted and refused."""
+    """Probe a stored object; a file that is not a playable video is deleted and refused.
+
+    ``VideoCheckUnavailable`` when the probe cannot run at all (the file is kept: it is
+    the caller's to delete or to probe again)."""
     try:
         async with storage.local_copy(stored.key) as path:
             return await probe(path)
     except NotAVideo:
         await storage.delete(stored.key)
         raise
+    except ProbeUnavailable as exc:
+        log.error("video probe unavailable: %s", exc)
+        raise VideoCheckUnavailable(
+            f"the server could not check the video ({exc}); try again later"
+        ) from exc
 
 
 async def delete_media(session: AsyncSession, storage: Storage, media_ids: list[str]) -> list[str]:
@@ -218,6 +235,12 @@ class MediaFetcher:
             probed = await store_probed(self.storage, stored)
         except (FetchFailed, NotAVideo) as exc:
             await self._fail(media_id, lease, str(exc))
+            return
+        except VideoCheckUnavailable:
+            # The server's problem, not the video's: it stays pending and is fetched
+            # again once its lease runs out.
+            await self.storage.delete(key)
+            log.warning("media %s stays pending: its video could not be checked", media_id)
             return
         async with session_scope(self.maker) as session:
             m = await session.get(Media, media_id)

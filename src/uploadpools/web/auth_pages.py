@@ -15,7 +15,7 @@ from uploadpools.kit import crypto
 from uploadpools.models import Membership, User, WebSession
 from uploadpools.web import session as websession
 from uploadpools.web.common import done, safe_next, secure_cookies
-from uploadpools.web.deps import FormUser, UserDep, rollback
+from uploadpools.web.deps import FormUser, UserDep, reload, rollback
 from uploadpools.web.members import add_member, remove_member
 from uploadpools.web.render import page
 
@@ -212,13 +212,19 @@ async def change_password(
 ) -> Response:
     """Invitees start from a password someone else saw: they change it here."""
     errors = {}
-    if not crypto.verify_password(me.user.password_hash, current):
+    stored = me.user.password_hash
+    # argon2 runs in crypto's threads; no transaction is held meanwhile (on SQLite it
+    # would hold the process's one connection). Then what the layout shows is reloaded.
+    await session.rollback()
+    if not await crypto.verify_password(stored, current):
         errors["current"] = "is not your current password"
     if len(new) < MIN_PASSWORD:
         errors["new"] = f"needs at least {MIN_PASSWORD} characters"
-    if errors:
+    new_hash = None if errors else await crypto.hash_password(new)
+    await reload(session, me)
+    if new_hash is None:
         return page(request, "password.html", {"errors": errors, "done": False}, 422)
-    me.user.password_hash = crypto.hash_password(new)
+    me.user.password_hash = new_hash
     # Every other browser signed in as this user is signed out.
     await session.execute(
         delete(WebSession).where(WebSession.user_id == me.user.id, WebSession.id != me.session.id)

@@ -47,5 +47,10 @@ async def rollback(session: AsyncSession, signed_in: SignedIn) -> None:
     """Undo a failed change but keep rendering the page: reload what the layout shows
     (a rollback expires every loaded object)."""
     await session.rollback()
+    await reload(session, signed_in)
+
+
+async def reload(session: AsyncSession, signed_in: SignedIn) -> None:
+    """Load again what the layout shows, after a rollback expired it."""
     for obj in (signed_in.session, signed_in.user, signed_in.workspace):
         await session.refresh(obj)

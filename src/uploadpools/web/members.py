@@ -34,7 +34,10 @@ async def add_member(
     if user is None:
         password = crypto.generate_password()
         user = User(
-            email=email, password_hash=crypto.hash_password(password), plan="free", created_at=now
+            email=email,
+            password_hash=await crypto.hash_password(password),
+            plan="free",
+            created_at=now,
         )
         session.add(user)
         await session.flush()

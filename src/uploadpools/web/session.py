@@ -5,7 +5,6 @@ its own CSRF token, sent back in every form (`csrf` field) and XHR (`X-CSRF-Toke
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import hmac
 import secrets
@@ -122,21 +121,35 @@ async def check_password(
 ) -> User | None:
     email = email.strip().lower()
     throttle.check(email, now)
-    user = await session.scalar(select(User).where(User.email == email))
+    found = (
+        await session.execute(select(User.id, User.password_hash).where(User.email == email))
+    ).first()
+    # argon2 runs in crypto's threads while this request waits; no transaction is held
+    # meanwhile (on SQLite it would hold the process's one connection, stalling the rest).
+    await session.rollback()
     # Verify against a dummy hash for unknown emails too, so timing does not tell them apart.
-    ok = crypto.verify_password(user.password_hash if user else _dummy_hash(), password)
-    if user is None or not ok:
+    ok = await crypto.verify_password(
+        found.password_hash if found else await _dummy_hash(), password
+    )
+    user = await session.get(User, found.id) if found is not None and ok else None
+    if user is None:
         throttle.failed(email, now)
         return None
     throttle.succeeded(email)
     return user
 
 
-@functools.cache
-def _dummy_hash() -> str:
+_dummy: str | None = None
+
+
+async def _dummy_hash() -> str:
     # Made on first need, not at import: argon2 maps 64 MiB while hashing, which at
     # start-up was the server's peak memory.
-    return crypto.hash_password(secrets.token_urlsafe(16))
+    global _dummy
+    if _dummy is None:
+        made = await crypto.hash_password(secrets.token_urlsafe(16))
+        _dummy = _dummy or made  # two first sign-ins at once: either hash will do
+    return _dummy
 
 
 async def start(session: AsyncSession, user: User, now: datetime) -> tuple[str, WebSession] | None:

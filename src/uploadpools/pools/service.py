@@ -10,7 +10,16 @@ from uploadpools import schedule
 from uploadpools.config import Settings
 from uploadpools.exceptions import Conflict, FieldError, NotFound, ValidationFailed
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
-from uploadpools.models import Account, Firing, Pool, PoolStateChange, QueueItem, Slot, SlotAccount
+from uploadpools.models import (
+    Account,
+    Firing,
+    Pool,
+    PoolStateChange,
+    QueueItem,
+    Slot,
+    SlotAccount,
+)
+from uploadpools.models.item import QUEUED
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, PoolView, SlotView
 from uploadpools.pools.schemas import PoolCreate, PoolUpdate, SlotIn, SlotUpdate
@@ -178,7 +187,7 @@ class PoolService:
         queued = await self.session.scalar(
             select(func.count())
             .select_from(QueueItem)
-            .where(QueueItem.pool_id == pool.id, QueueItem.status == "queued")
+            .where(QueueItem.pool_id == pool.id, QueueItem.status == QUEUED)
         )
         if queued and not force:
             raise PoolNotEmpty(f"{queued} video(s) are queued; pass ?force=true to delete them too")
@@ -258,7 +267,7 @@ class PoolService:
             (
                 await self.session.scalars(
                     select(QueueItem.id)
-                    .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+                    .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
                     .order_by(QueueItem.seq, QueueItem.id)
                     .limit(limit)
                 )

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from uploadpools.models import Delivery, Media, Pool, QueueItem
+from uploadpools.models import Delivery, Firing, Media, Pool, QueueItem
 from uploadpools.models.item import QUEUED
 from uploadpools.store.bulk import insert_rows
 
@@ -211,8 +211,12 @@ class QueueRepository:
         out: dict[str, list[Delivery]] = {i: [] for i in item_ids}
         if not item_ids:
             return out
+        # Through the items' firings: `deliveries.item_id` is not indexed (migration 0009).
         rows = await self.session.scalars(
-            select(Delivery).where(Delivery.item_id.in_(item_ids)).order_by(Delivery.id)
+            select(Delivery)
+            .join(Firing, Firing.id == Delivery.firing_id)
+            .where(Firing.item_id.in_(item_ids), Delivery.item_id.in_(item_ids))
+            .order_by(Delivery.id)
         )
         for d in rows.all():
             out[d.item_id].append(d)

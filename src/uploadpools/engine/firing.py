@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from uploadpools.config import Settings
 from uploadpools.kit.ids import new_id
 from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Slot
+from uploadpools.models.item import QUEUED
 from uploadpools.notifications.service import insert_notices, notify
 from uploadpools.ops import metrics
 from uploadpools.pools import forecast
@@ -48,7 +49,7 @@ async def head_item(session: AsyncSession, pool_id: str) -> QueueItem | None:
     return await session.scalar(
         select(QueueItem)
         .join(Media, Media.id == QueueItem.media_id)
-        .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued", Media.state == "ready")
+        .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED, Media.state == "ready")
         .order_by(QueueItem.seq, QueueItem.id)
         .limit(1)
     )
@@ -206,7 +207,7 @@ async def _check_running_low(
         await session.scalar(
             select(func.count())
             .select_from(QueueItem)
-            .where(QueueItem.pool_id == pool.id, QueueItem.status == "queued")
+            .where(QueueItem.pool_id == pool.id, QueueItem.status == QUEUED)
         )
         or 0
     )

@@ -42,6 +42,7 @@ from uploadpools.models import (
     Slot,
     SlotAccount,
 )
+from uploadpools.models.item import QUEUED
 from uploadpools.notifications.service import insert_notices
 from uploadpools.ops import metrics
 from uploadpools.pools import forecast
@@ -431,7 +432,7 @@ class Ticker:
         window = max(need.values()) + slack
         ranked = (
             select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
-            .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.status == "queued")
+            .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.status == QUEUED)
             .subquery()
         )
         conn = await session.connection()
@@ -471,7 +472,7 @@ class Ticker:
                     .join(Media, Media.id == QueueItem.media_id)
                     .where(
                         QueueItem.pool_id == pool_id,
-                        QueueItem.status == "queued",
+                        QueueItem.status == QUEUED,
                         Media.state == "ready",
                     )
                     .order_by(QueueItem.seq, QueueItem.id)
@@ -499,7 +500,7 @@ class Ticker:
                 (
                     await session.execute(
                         select(QueueItem.pool_id, func.count())
-                        .where(QueueItem.pool_id.in_(unknown), QueueItem.status == "queued")
+                        .where(QueueItem.pool_id.in_(unknown), QueueItem.status == QUEUED)
                         .group_by(QueueItem.pool_id)
                     )
                 ).all()

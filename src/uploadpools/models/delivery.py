@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from uploadpools.kit.ids import new_id
@@ -30,11 +30,17 @@ class Delivery(Base):
     )
 
     id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
-    firing_id: Mapped[str] = mapped_column(ForeignKey("firings.id", ondelete="CASCADE"))
+    # No foreign key (migration 0009), for the same reason as `firings.pool_id`: a
+    # delivery is inserted with its firing, and deleted before it (PoolService.delete,
+    # PoolService.delete_slot).
+    firing_id: Mapped[str] = mapped_column(IdType)
     # The item and the account are referenced without a foreign key (migration 0008):
     # QueueService.delete and AccountService.delete keep these links; the dispatcher
     # treats an account id that no longer exists as a removed account.
-    item_id: Mapped[str] = mapped_column(IdType, index=True)
+    # Not indexed (migration 0009): an item's deliveries are found through its firings
+    # (`firings.item_id`, then this table's (firing_id, account_id) key), the firing of a
+    # delivery always naming the delivery's item.
+    item_id: Mapped[str] = mapped_column(IdType)
     account_id: Mapped[str | None] = mapped_column(IdType, index=True)
     platform: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default="pending")

@@ -3,14 +3,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools import schedule
 from uploadpools.config import Settings
 from uploadpools.exceptions import Conflict, FieldError, NotFound, ValidationFailed
 from uploadpools.kit.pagination import decode_cursor, encode_cursor
-from uploadpools.models import Account, Firing, Pool, PoolStateChange, QueueItem, Slot, SlotAccount
+from uploadpools.models import (
+    Account,
+    Delivery,
+    Firing,
+    Pool,
+    PoolStateChange,
+    QueueItem,
+    Slot,
+    SlotAccount,
+)
+from uploadpools.models.item import QUEUED
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, PoolView, SlotView
 from uploadpools.pools.schemas import PoolCreate, PoolUpdate, SlotIn, SlotUpdate
@@ -42,6 +52,14 @@ def schedule_next(pool: Pool, slot: Slot, account_ids: Sequence[str], now: datet
     )
     slot.next_fire_at = occ.at
     slot.next_local_date = occ.local_date
+
+
+async def delete_firings(session: AsyncSession, *where: ColumnElement[bool]) -> None:
+    """Delete the firings matching `where` and their deliveries (no foreign key cascades
+    from a firing to its deliveries, migration 0009). Run it under the pool's lock."""
+    ids = select(Firing.id).where(*where)
+    await session.execute(delete(Delivery).where(Delivery.firing_id.in_(ids)))
+    await session.execute(delete(Firing).where(*where))
 
 
 class PoolService:
@@ -178,7 +196,7 @@ class PoolService:
         queued = await self.session.scalar(
             select(func.count())
             .select_from(QueueItem)
-            .where(QueueItem.pool_id == pool.id, QueueItem.status == "queued")
+            .where(QueueItem.pool_id == pool.id, QueueItem.status == QUEUED)
         )
         if queued and not force:
             raise PoolNotEmpty(f"{queued} video(s) are queued; pass ?force=true to delete them too")
@@ -189,6 +207,9 @@ class PoolService:
                 )
             ).all()
         )
+        # Its firings and their deliveries: neither has a foreign key to cascade from
+        # (migrations 0008, 0009). Under the pool's lock, so no firing is being added.
+        await delete_firings(self.session, Firing.pool_id == pool.id)
         await self.session.delete(pool)
         await self.session.flush()
         return media_ids
@@ -237,11 +258,9 @@ class PoolService:
     async def delete_slot(self, workspace_id: str, pool_id: str, slot_id: str) -> None:
         pool = await self.get(workspace_id, pool_id, for_update=True)
         slot = await self.get_slot(pool, slot_id)
-        # Its firings go with it (their deliveries by foreign key): firings reference the
-        # slot without one (migration 0008).
-        await self.session.execute(
-            delete(Firing).where(Firing.pool_id == pool.id, Firing.slot_id == slot.id)
-        )
+        # Its firings and their deliveries go with it: neither references the slot or the
+        # firing with a foreign key (migrations 0008, 0009).
+        await delete_firings(self.session, Firing.pool_id == pool.id, Firing.slot_id == slot.id)
         await self.session.delete(slot)
 
     async def slot_view(self, pool: Pool, slot_id: str) -> SlotView:
@@ -258,7 +277,7 @@ class PoolService:
             (
                 await self.session.scalars(
                     select(QueueItem.id)
-                    .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+                    .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
                     .order_by(QueueItem.seq, QueueItem.id)
                     .limit(limit)
                 )

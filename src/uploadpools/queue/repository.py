@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from uploadpools.models import Delivery, Media, Pool, QueueItem
+from uploadpools.models import Delivery, Firing, Media, Pool, QueueItem
+from uploadpools.models.item import QUEUED
 from uploadpools.store.bulk import insert_rows
 
 STEP = 1 << 20
@@ -65,7 +66,7 @@ def _backs_of(n: int) -> Any:
                     .scalar_subquery(),
                     select(func.count())
                     .select_from(_items)
-                    .where(_items.c.pool_id == pool_id, _items.c.status == "queued")
+                    .where(_items.c.pool_id == pool_id, _items.c.status == QUEUED)
                     .scalar_subquery(),
                 )
             )
@@ -127,7 +128,7 @@ class QueueRepository:
     async def front_seq(self, pool_id: str) -> int:
         low = await self.session.scalar(
             select(func.min(QueueItem.seq)).where(
-                QueueItem.pool_id == pool_id, QueueItem.status == "queued"
+                QueueItem.pool_id == pool_id, QueueItem.status == QUEUED
             )
         )
         return (low - STEP) if low is not None else await self.back_seq(pool_id)
@@ -135,7 +136,7 @@ class QueueRepository:
     async def queued_order(self, pool_id: str) -> list[tuple[str, int]]:
         rows = await self.session.execute(
             select(QueueItem.id, QueueItem.seq)
-            .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+            .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
             .order_by(QueueItem.seq, QueueItem.id)
         )
         return [(r[0], r[1]) for r in rows.all()]
@@ -153,7 +154,7 @@ class QueueRepository:
             .select_from(QueueItem)
             .where(
                 QueueItem.pool_id == item.pool_id,
-                QueueItem.status == "queued",
+                QueueItem.status == QUEUED,
                 or_(
                     QueueItem.seq < item.seq,
                     and_(QueueItem.seq == item.seq, QueueItem.id < item.id),
@@ -167,7 +168,7 @@ class QueueRepository:
         rn = (func.row_number().over(order_by=(QueueItem.seq, QueueItem.id)) - 1).label("pos")
         ranked = (
             select(QueueItem.id, rn)
-            .where(QueueItem.pool_id == pool_id, QueueItem.status == "queued")
+            .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
             .subquery()
         )
         rows = await self.session.execute(
@@ -185,7 +186,7 @@ class QueueRepository:
     ) -> list[QueueItem]:
         q = select(QueueItem).where(QueueItem.pool_id == pool_id)
         if status == "queued":
-            q = q.where(QueueItem.status == "queued")
+            q = q.where(QueueItem.status == QUEUED)
             if isinstance(after, tuple):
                 seq, item_id = after
                 q = q.where(
@@ -210,8 +211,12 @@ class QueueRepository:
         out: dict[str, list[Delivery]] = {i: [] for i in item_ids}
         if not item_ids:
             return out
+        # Through the items' firings: `deliveries.item_id` is not indexed (migration 0009).
         rows = await self.session.scalars(
-            select(Delivery).where(Delivery.item_id.in_(item_ids)).order_by(Delivery.id)
+            select(Delivery)
+            .join(Firing, Firing.id == Delivery.firing_id)
+            .where(Firing.item_id.in_(item_ids), Delivery.item_id.in_(item_ids))
+            .order_by(Delivery.id)
         )
         for d in rows.all():
             out[d.item_id].append(d)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.config import Settings
@@ -321,7 +321,13 @@ class QueueService:
         await self.session.flush()
         # No foreign keys from the engine's tables (migration 0008): a skipped item's
         # deliveries go with it, and its firings keep their record without it.
-        await self.session.execute(delete(Delivery).where(Delivery.item_id == item.id))
+        # Through its firings (`deliveries.item_id` is not indexed, migration 0009).
+        await self.session.execute(
+            delete(Delivery).where(
+                Delivery.firing_id.in_(select(Firing.id).where(Firing.item_id == item.id)),
+                Delivery.item_id == item.id,
+            )
+        )
         await self.session.execute(
             update(Firing).where(Firing.item_id == item.id).values(item_id=None)
         )

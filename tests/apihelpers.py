@@ -31,3 +31,19 @@ def fields(r: httpx.Response) -> set[str]:
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     return {e["field"] for e in r.json()["errors"]}
+
+
+async def upload_n(client, tenant, pool_id, video, n):  # type: ignore[no-untyped-def]
+    """Upload the MP4 at `video` n times into a pool's queue (titles v0, v1, ...); the ids."""
+    ids = []
+    for i in range(n):
+        with video.open("rb") as f:
+            r = await client.post(
+                f"/api/v1/pools/{pool_id}/videos",
+                files={"file": ("v.mp4", f, "video/mp4")},
+                data={"title": f"v{i}"},
+                headers=tenant.headers,
+            )
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    return ids

@@ -10,9 +10,9 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import BaseModel
 from sqlalchemy import select
-from test_ticker import NINE, active_pool, firings, item, notes, upload_n
+from test_ticker import NINE, active_pool, firings, item, notes
 
-from apihelpers import make_account, make_pool
+from apihelpers import make_account, make_pool, upload_n
 from uploadpools.connectors import registry
 from uploadpools.connectors.base import AuthExpired, PublishRequest, PublishResult
 from uploadpools.engine.dispatcher import Dispatcher

@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import update
-from test_ticker import upload_n
 
-from apihelpers import make_account, make_pool
+from apihelpers import make_account, make_pool, upload_n
 from uploadpools.models import Account
 
 pytestmark = pytest.mark.asyncio

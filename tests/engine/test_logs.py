@@ -10,9 +10,9 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
-from test_ticker import NINE, upload_n
+from test_ticker import NINE
 
-from apihelpers import make_pool
+from apihelpers import make_pool, upload_n
 from uploadpools.config import Settings
 from uploadpools.ops.logs import JsonFormatter, configure_logging
 

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from test_ticker import NINE, active_pool, upload_n
+from test_ticker import NINE, active_pool
 
+from apihelpers import upload_n
 from uploadpools.ops import metrics
 
 

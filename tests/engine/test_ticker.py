@@ -8,27 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from apihelpers import make_account, make_pool
+from apihelpers import make_account, make_pool, upload_n
 from uploadpools.engine.ticker import Ticker
 from uploadpools.models import Firing
 
 pytestmark = pytest.mark.asyncio
 NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after START, in UTC
-
-
-async def upload_n(client, tenant, pool_id, sample_mp4, n):  # type: ignore[no-untyped-def]
-    ids = []
-    for i in range(n):
-        with sample_mp4.open("rb") as f:
-            r = await client.post(
-                f"/api/v1/pools/{pool_id}/videos",
-                files={"file": ("v.mp4", f, "video/mp4")},
-                data={"title": f"v{i}"},
-                headers=tenant.headers,
-            )
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    return ids
 
 
 async def active_pool(client, tenant, *, slots=None, tz="UTC", **over):  # type: ignore[no-untyped-def]

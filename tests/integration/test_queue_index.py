@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from apihelpers import make_account, make_pool
+from apihelpers import make_account, make_pool, upload_n
 from media_samples import make_mp4
 from uploadpools.engine.firing import head_item
 
@@ -33,16 +33,7 @@ def _capture(app: Any) -> list[tuple[str, Any]]:
 async def _pool_with_videos(client, tenant, tmp_path, n: int):  # type: ignore[no-untyped-def]
     acc = await make_account(client, tenant)
     pool = await make_pool(client, tenant, acc)
-    video = make_mp4(tmp_path / "v.mp4")
-    for i in range(n):
-        with video.open("rb") as f:
-            r = await client.post(
-                f"/api/v1/pools/{pool['id']}/videos",
-                files={"file": ("v.mp4", f, "video/mp4")},
-                data={"title": f"v{i}"},
-                headers=tenant.headers,
-            )
-        assert r.status_code == 201, r.text
+    await upload_n(client, tenant, pool["id"], make_mp4(tmp_path / "v.mp4"), n)
     return pool
 
 

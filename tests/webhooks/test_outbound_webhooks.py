@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from apihelpers import fields, make_account, make_pool
+from apihelpers import fields, make_account, make_pool, upload_n
 from uploadpools.models import Pool, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from uploadpools.notifications.service import notify
 from uploadpools.ops import metrics
@@ -29,21 +29,6 @@ async def active_pool(client, tenant):  # type: ignore[no-untyped-def]
     acc = await make_account(client, tenant)
     pool = await make_pool(client, tenant, acc, timezone="UTC", state="active")
     return pool, acc
-
-
-async def upload_n(client, tenant, pool_id, sample_mp4, n):  # type: ignore[no-untyped-def]
-    ids = []
-    for i in range(n):
-        with sample_mp4.open("rb") as f:
-            r = await client.post(
-                f"{API}/pools/{pool_id}/videos",
-                files={"file": ("v.mp4", f, "video/mp4")},
-                data={"title": f"v{i}"},
-                headers=tenant.headers,
-            )
-        assert r.status_code == 201, r.text
-        ids.append(r.json()["id"])
-    return ids
 
 
 @pytest.fixture

@@ -129,12 +129,25 @@ def _probe(path: Path, file_size: int, logs: list[tuple[int, str, str]]) -> Prob
     # than FFmpeg's "moov atom not found".
     _check_box_layout(path, file_size)
 
+    # Two openings: the tail is demuxed after the first one (and its decoder, frames and
+    # the packets read for the first frame, ~7 MB for a 720p frame) is gone, so the two
+    # steps' memory does not add up at the probe child's peak.
+    result, video_index = _describe(path, logs)
+    with _open(path, logs) as container:
+        _check_tail(container, container.streams[video_index], result.duration_s, file_size, logs)
+    return result
+
+
+def _open(path: Path, logs: list[tuple[int, str, str]]) -> InputContainer:
     try:
-        container = av.open(str(path), mode="r", options=_OPEN_OPTIONS)
+        return av.open(str(path), mode="r", options=_OPEN_OPTIONS)
     except av.FFmpegError as exc:
         raise NotAVideo(_open_failure_reason(logs)) from exc
 
-    with container:
+
+def _describe(path: Path, logs: list[tuple[int, str, str]]) -> tuple[ProbeResult, int]:
+    """The video's properties, once its first frame decoded; and the video stream's index."""
+    with _open(path, logs) as container:
         video = _pick_video_stream(container)
         codec_ctx = video.codec_context
         width, height = int(codec_ctx.width or 0), int(codec_ctx.height or 0)
@@ -148,19 +161,17 @@ def _probe(path: Path, file_size: int, logs: list[tuple[int, str, str]]) -> Prob
             raise NotAVideo("the video's duration is zero or unknown")
 
         _decode_first_frame(container, video, video_codec, logs)
-        _check_tail(container, video, duration_s, file_size, logs)
-
         short_name, content_type = _container_identity(container, path)
-
-    return ProbeResult(
-        container=short_name,
-        video_codec=video_codec,
-        audio_codec=audio_codec,
-        duration_s=duration_s,
-        width=width,
-        height=height,
-        content_type=content_type,
-    )
+        result = ProbeResult(
+            container=short_name,
+            video_codec=video_codec,
+            audio_codec=audio_codec,
+            duration_s=duration_s,
+            width=width,
+            height=height,
+            content_type=content_type,
+        )
+        return result, video.index
 
 
 def _open_failure_reason(logs: list[tuple[int, str, str]]) -> str:

@@ -223,8 +223,12 @@ class RssSampler(threading.Thread):
     CAP_SYS_ADMIN), ``frames_readable`` is False and ``peaks`` is the plain sum.
     """
 
-    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+    def __init__(self, pid: int, interval_s: float = 0.05, trace: Path | None = None) -> None:
         super().__init__(name="rss-sampler", daemon=True)
+        # With `trace`: every sample as a CSV line (seconds, phase, MB: tree with pages
+        # once, root process, children, pages counted twice in the plain sum).
+        self.trace = trace.open("w") if trace is not None else None
+        self.t0 = time.monotonic()
         self.root = psutil.Process(pid)
         self.interval_s = interval_s
         self.phase = "startup"
@@ -359,12 +363,19 @@ class RssSampler(threading.Thread):
             for peaks, value in values:
                 if value > peaks.get(phase, 0):
                     peaks[phase] = value
+            if self.trace is not None:
+                mb = [round(v / MB, 1) for v in (rss - shared, own, children, shared)]
+                self.trace.write(
+                    f"{time.monotonic() - self.t0:.2f},{phase},{','.join(map(str, mb))}\n"
+                )
             self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
         self._halt.set()
         if self.is_alive():
             self.join(5)
+        if self.trace is not None:
+            self.trace.close()
 
     @property
     def peak(self) -> int:

@@ -511,6 +511,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="serve with --no-engine: no background fetches of the video_urls",
     )
+    p.add_argument(
+        "--rss-trace",
+        type=Path,
+        metavar="CSV",
+        help="write every RSS sample to CSV (s, phase, MB: tree, server, children, shared)",
+    )
     args = p.parse_args(argv)
     if args.requests < 0 or args.concurrency < 1 or args.upload_mb < 0 or args.client_procs < 1:
         p.error("--requests and --upload-mb must be >= 0, --concurrency and --client-procs >= 1")
@@ -577,7 +583,7 @@ def run(args: argparse.Namespace, workdir: Path, database_url: str | None) -> st
             extra_args=["--no-engine"] if args.no_engine else [],
         )
         server.start()
-        sampler = RssSampler(server.pid)
+        sampler = RssSampler(server.pid, trace=args.rss_trace)
         sampler.start()
         try:
             t0 = time.monotonic()

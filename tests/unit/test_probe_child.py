@@ -285,3 +285,45 @@ class TestNothingKept:
             worker.close()
 
         assert not await storage.exists(stored.key)
+
+
+class TestHeapGivenBackBeforeLargeProbes:
+    """A large transfer's freed buffers are returned to the system before the probe child
+    (at its own peak for a large file) runs; small videos do not pay for it."""
+
+    async def _probe_counting_trims(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threshold: int
+    ) -> int:
+        from uploadpools.kit import memory
+        from uploadpools.media import service
+
+        calls = []
+        monkeypatch.setattr(service, "GIVE_BACK_AFTER_BYTES", threshold)
+        monkeypatch.setattr(
+            memory, "give_back_freed_heap", lambda: calls.append(1) or memory._glibc() is not None
+        )
+        storage = LocalStorage(tmp_path / "media")
+        data = make_mp4(tmp_path / "v.mp4").read_bytes()
+
+        async def chunks():
+            yield data
+
+        stored = await storage.put_stream("ws/ab/v", chunks(), max_bytes=len(data))
+        assert (await store_probed(storage, stored)).video_codec == "h264"
+        return len(calls)
+
+    async def test_at_the_threshold(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert await self._probe_counting_trims(tmp_path, monkeypatch, threshold=1) == 1
+
+    async def test_not_below_it(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        assert await self._probe_counting_trims(tmp_path, monkeypatch, threshold=1 << 40) == 0
+
+
+def test_give_back_freed_heap_returns_freed_pages_on_glibc() -> None:
+    from uploadpools.kit import memory
+
+    if memory._glibc() is None:
+        pytest.skip("not glibc")
+    blocks = [bytearray(100_000) for _ in range(400)]  # below the mmap threshold: heap
+    del blocks[:-1]  # freed, and the last one keeps the heap's top in place
+    assert memory.give_back_freed_heap() is True

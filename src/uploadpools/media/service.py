@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+import anyio
 import httpx
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools.config import Settings
 from uploadpools.exceptions import UploadPoolsError
+from uploadpools.kit import memory
 from uploadpools.kit.clock import Clock
 from uploadpools.kit.ids import new_id
 from uploadpools.media import preflight
@@ -95,11 +97,19 @@ def mark_ready(
     m.lease_until = None
 
 
+# A video at least this large went through enough buffers to be worth a malloc_trim.
+GIVE_BACK_AFTER_BYTES = 64 << 20
+
+
 async def store_probed(storage: Storage, stored: StoredObject) -> ProbeResult:
     """Probe a stored object; a file that is not a playable video is deleted and refused.
 
     ``VideoCheckUnavailable`` when the probe cannot run at all (the file is kept: it is
     the caller's to delete or to probe again)."""
+    if stored.size >= GIVE_BACK_AFTER_BYTES:
+        # The transfer's buffers are free now; hand them back before the probe child
+        # reaches its own peak (for a large file), so that the two do not add up.
+        await anyio.to_thread.run_sync(memory.give_back_freed_heap)
     try:
         async with storage.local_copy(stored.key) as path:
             return await probe(path)

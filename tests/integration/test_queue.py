@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from apihelpers import fields, make_account, make_pool
 from media_samples import make_text_file, make_truncated_mp4
 from probehelpers import fake_worker
 from uploadpools.media import probe
-from uploadpools.models import Media, QueueItem
+from uploadpools.models import Media, QueueItem, WebhookEvent
 
 pytestmark = pytest.mark.asyncio
 
@@ -295,11 +296,152 @@ class TestVideoUrl:
         assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
 
         monkeypatch.setattr(probe, "_default", working)
-        assert await fetcher.run_once() == 0  # still leased
-        clock.advance(seconds=settings.fetch_timeout_s + 61)
+        clock.advance(seconds=300)
+        assert await fetcher.run_once() == 0  # tried again once 5 minutes have passed
+        clock.advance(seconds=1)
         assert await fetcher.run_once() == 1
         got = (await client.get(item_url, headers=tenant.headers)).json()
         assert (got["status"], got["media"]["state"]) == ("queued", "ready")
+
+    async def test_fetch_whose_probe_never_runs_is_skipped_after_the_set_attempts(
+        self,
+        allow_loopback,
+        client,
+        tenant,
+        app,
+        file_server,
+        sample_mp4,
+        settings,
+        clock,
+        monkeypatch,
+        caplog,
+    ):
+        settings.fetch_max_attempts = 3
+        shutil.copy(sample_mp4, file_server.root / "v.mp4")
+        pool = await setup_pool(client, tenant)
+        r = await client.post(
+            "/api/v1/webhooks",
+            json={"url": "http://127.0.0.1:9/hook", "events": ["item.skipped"]},
+            headers=tenant.headers,
+        )
+        assert r.status_code == 201, r.text
+        url = file_server.url("v.mp4").replace("http://", "http://someone:s3cret@")
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos",
+            json={"video_url": url, "title": "remote"},
+            headers=tenant.headers,
+        )
+        item_id = r.json()["id"]
+        item_url = f"/api/v1/pools/{pool['id']}/videos/{item_id}"
+        fetcher = app.state.uploadpools.fetcher
+        working = probe._default
+        monkeypatch.setattr(
+            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+        )
+        with caplog.at_level(logging.WARNING, logger="uploadpools.media.service"):
+            assert await fetcher.run_once() == 1  # attempt 1
+            for wait in (300, 600):  # further and further apart
+                clock.advance(seconds=wait)
+                assert await fetcher.run_once() == 0
+                got = (await client.get(item_url, headers=tenant.headers)).json()
+                assert (got["status"], got["media"]["state"]) == ("queued", "pending")
+                clock.advance(seconds=1)
+                assert await fetcher.run_once() == 1  # attempts 2 and 3
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.name == "uploadpools.media.service" and r.levelno == logging.WARNING
+        ]
+        assert len(warnings) == 3, warnings
+        assert "attempt 1 of 3" in warnings[0] and "fetching it again in 300 s" in warnings[0]
+        assert "attempt 2 of 3" in warnings[1] and "fetching it again in 600 s" in warnings[1]
+        assert "failed" in warnings[2] and "attempt 3 of 3" in warnings[2]
+        assert "s3cret" not in caplog.text and str(file_server.port) not in caplog.text
+
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["skip_reason"]) == ("skipped", "media_rejected")
+        assert got["skip_detail"].startswith("the video could not be checked: ")
+        assert "the server's video probe could not run in 3 attempts" in got["skip_detail"]
+        assert "not the video's fault" in got["skip_detail"]
+        assert got["media"]["state"] == "failed"
+        assert not any(p.is_file() for p in settings.media_dir.rglob("*"))
+        notes = (await client.get("/api/v1/notifications", headers=tenant.headers)).json()["items"]
+        assert [(n["kind"], n["level"], n["item_id"]) for n in notes] == [
+            ("item.skipped", "warning", item_id)
+        ]
+        assert "could not run in 3 attempts" in notes[0]["message"]
+        async with app.state.uploadpools.maker() as s:
+            events = (await s.scalars(select(WebhookEvent))).all()
+        assert [(e.type, e.data["item"]["id"]) for e in events] == [("item.skipped", item_id)]
+        assert events[0].data["item"]["skip_reason"] == "media_rejected"
+
+        clock.advance(hours=24)
+        assert await fetcher.run_once() == 0  # never fetched again on its own
+
+        # Requeueing it once the server is fixed fetches it again, with a fresh allowance.
+        monkeypatch.setattr(probe, "_default", working)
+        r = await client.patch(item_url, json={"status": "queued"}, headers=tenant.headers)
+        assert r.json()["media"]["state"] == "pending"
+        async with app.state.uploadpools.maker() as s:
+            assert (await s.scalar(select(Media.fetch_attempts))) == 0
+        assert await fetcher.run_once() == 1
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["media"]["state"]) == ("queued", "ready")
+
+    async def test_one_attempt_allowed_skips_at_once_when_the_probe_cannot_run(
+        self, allow_loopback, client, tenant, app, file_server, sample_mp4, settings, monkeypatch
+    ):
+        settings.fetch_max_attempts = 1
+        shutil.copy(sample_mp4, file_server.root / "v.mp4")
+        pool = await setup_pool(client, tenant)
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos",
+            json={"video_url": file_server.url("v.mp4")},
+            headers=tenant.headers,
+        )
+        monkeypatch.setattr(
+            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+        )
+        assert await app.state.uploadpools.fetcher.run_once() == 1
+        got = (
+            await client.get(
+                f"/api/v1/pools/{pool['id']}/videos/{r.json()['id']}", headers=tenant.headers
+            )
+        ).json()
+        assert (got["status"], got["skip_reason"]) == ("skipped", "media_rejected")
+        assert "could not run in 1 attempt;" in got["skip_detail"]
+
+    async def test_a_fetch_failure_after_a_probe_that_could_not_run_fails_at_once(
+        self,
+        allow_loopback,
+        client,
+        tenant,
+        app,
+        file_server,
+        sample_mp4,
+        settings,
+        clock,
+        monkeypatch,
+    ):
+        shutil.copy(sample_mp4, file_server.root / "v.mp4")
+        pool = await setup_pool(client, tenant)
+        r = await client.post(
+            f"/api/v1/pools/{pool['id']}/videos",
+            json={"video_url": file_server.url("v.mp4")},
+            headers=tenant.headers,
+        )
+        item_url = f"/api/v1/pools/{pool['id']}/videos/{r.json()['id']}"
+        fetcher = app.state.uploadpools.fetcher
+        monkeypatch.setattr(
+            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+        )
+        assert await fetcher.run_once() == 1
+        (file_server.root / "v.mp4").unlink()
+        clock.advance(seconds=301)
+        assert await fetcher.run_once() == 1  # attempt 2 of 6, and the URL is gone now
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["skip_reason"]) == ("skipped", "media_rejected")
+        assert got["skip_detail"].startswith("the video could not be fetched: HTTP 404")
 
     async def test_requeue_after_failed_fetch_fetches_again(
         self, allow_loopback, client, tenant, app, file_server, sample_mp4

@@ -271,3 +271,18 @@ class TestTimeout:
 
         assert time.monotonic() - started < 3
         assert stored_files(storage) == []
+
+
+class TestCheckRetryDelay:
+    def test_doubles_from_five_minutes_up_to_an_hour(self) -> None:
+        from uploadpools.media.service import check_retry_delay
+
+        assert [check_retry_delay(n).total_seconds() for n in range(1, 8)] == [
+            300,
+            600,
+            1200,
+            2400,
+            3600,
+            3600,
+            3600,
+        ]

@@ -32,6 +32,19 @@ from uploadpools.webhooks import events
 log = logging.getLogger(__name__)
 
 
+# A fetch whose video could not be checked (the probe could not run) is fetched again
+# this long after its n-th attempt: 5, 10, 20, 40 minutes, then every hour, until
+# `fetch_max_attempts` is reached.
+CHECK_RETRY_BASE_S = 300.0
+CHECK_RETRY_MAX_S = 3600.0
+
+
+def check_retry_delay(attempts: int) -> timedelta:
+    """How long a fetch waits, after `attempts` attempts, before the next one."""
+    seconds = CHECK_RETRY_BASE_S * 2 ** max(attempts - 1, 0)
+    return timedelta(seconds=min(seconds, CHECK_RETRY_MAX_S))
+
+
 class VideoCheckUnavailable(UploadPoolsError):
     """The video could not be checked at all, for reasons that are not the file's."""
 
@@ -245,17 +258,18 @@ class MediaFetcher:
             )
             probed = await store_probed(self.storage, stored)
         except (FetchFailed, NotAVideo) as exc:
+            # The URL's or the file's fault: the item is told at once, whatever the attempt.
             await self._fail(media_id, lease, str(exc))
             return
         except VideoCheckUnavailable:
-            # The server's problem, not the video's: it stays pending and is fetched
-            # again once its lease runs out.
+            # The server's problem, not the video's: nothing is kept and it is fetched
+            # again later, until `fetch_max_attempts`.
             await self.storage.delete(key)
-            log.warning("media %s stays pending: its video could not be checked", media_id)
+            await self._check_unavailable(media_id, lease)
             return
         async with session_scope(self.maker) as session:
-            m = await session.get(Media, media_id)
-            if m is None or m.lease_until != lease or m.state != "pending":
+            m = await _leased(session, media_id, lease)
+            if m is None:
                 # Lost the lease (or the item was deleted meanwhile): drop what we fetched.
                 await self.storage.delete(key)
                 return
@@ -274,19 +288,70 @@ class MediaFetcher:
                         now=self.clock.now(),
                     )
 
+    async def _check_unavailable(self, media_id: str, lease: datetime) -> None:
+        """The video probe could not run: try again later (the lease, pushed back, is
+        when), or fail the media once `fetch_max_attempts` attempts were made."""
+        now = self.clock.now()
+        limit = self.settings.fetch_max_attempts
+        async with session_scope(self.maker) as session:
+            m = await _leased(session, media_id, lease)
+            if m is None:
+                return
+            attempts = m.fetch_attempts
+            if attempts < limit:
+                delay = check_retry_delay(attempts)
+                m.lease_until = now + delay
+                log.warning(
+                    "media %s stays pending: the video probe could not run "
+                    "(attempt %d of %d); fetching it again in %d s",
+                    media_id,
+                    attempts,
+                    limit,
+                    delay.total_seconds(),
+                )
+                return
+            log.warning(
+                "media %s failed: the video probe could not run (attempt %d of %d)",
+                media_id,
+                attempts,
+                limit,
+            )
+            await self._fail_leased(
+                session,
+                m,
+                f"the server's video probe could not run in {attempts} "
+                f"attempt{'' if attempts == 1 else 's'}; "
+                "this is not the video's fault, requeue it once the server is fixed",
+                "the video could not be checked",
+                now=now,
+            )
+
     async def _fail(self, media_id: str, lease: datetime, reason: str) -> None:
         now = self.clock.now()
         async with session_scope(self.maker) as session:
-            m = await session.get(Media, media_id)
-            if m is None or m.lease_until != lease or m.state != "pending":
-                return
-            m.state = "failed"
-            m.error = reason
-            m.lease_until = None
-            for item in await _queued_items(session, media_id):
-                await _skip(
-                    session, item, reason, f"the video could not be fetched: {reason}", now=now
+            m = await _leased(session, media_id, lease)
+            if m is not None:
+                await self._fail_leased(
+                    session, m, reason, "the video could not be fetched", now=now
                 )
+
+    async def _fail_leased(
+        self, session: AsyncSession, m: Media, reason: str, what: str, *, now: datetime
+    ) -> None:
+        m.state = "failed"
+        m.error = reason
+        m.lease_until = None
+        for item in await _queued_items(session, m.id):
+            await _skip(session, item, reason, f"{what}: {reason}", now=now)
+
+
+async def _leased(session: AsyncSession, media_id: str, lease: datetime) -> Media | None:
+    """The media row, locked, while this fetch still holds its lease; else None (the lease
+    ran out and another fetch took it, or the item was deleted or requeued meanwhile)."""
+    m = await session.get(Media, media_id, with_for_update=True)
+    if m is None or m.lease_until != lease or m.state != "pending":
+        return None
+    return m
 
 
 async def _queued_items(session: AsyncSession, media_id: str) -> list[QueueItem]:

@@ -290,6 +290,7 @@ class QueueService:
             media.state = "pending"
             media.error = None
             media.lease_until = None
+            media.fetch_attempts = 0  # a fresh allowance (`fetch_max_attempts`)
         await self.session.flush()
         await self._emit_queued(pool, item, now)
 

@@ -16,7 +16,13 @@ from uploadpools.models import Membership, User, WebSession
 from uploadpools.web import session as websession
 from uploadpools.web.common import done, safe_next, secure_cookies
 from uploadpools.web.deps import FormUser, UserDep, reload, rollback
-from uploadpools.web.members import add_member, remove_member
+from uploadpools.web.members import (
+    add_member,
+    check_invite,
+    initial_password,
+    is_registered,
+    remove_member,
+)
 from uploadpools.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -172,8 +178,16 @@ async def invite(
     role: Annotated[str, Form()] = "member",
 ) -> Response:
     try:
+        initial = None
+        if not await is_registered(session, check_invite(me.role, email, role)):
+            # argon2 runs in crypto's threads; no transaction is held meanwhile (on SQLite
+            # it would hold the process's one connection). Should the email be taken
+            # by then, add_member treats it as any registered one and drops this password.
+            await session.rollback()
+            initial = await initial_password()
+            await reload(session, me)
         user, password = await add_member(
-            session, me.workspace.id, me.role, email, role, state.clock.now()
+            session, me.workspace.id, me.role, email, role, state.clock.now(), initial=initial
         )
     except ValidationFailed as exc:
         await rollback(session, me)

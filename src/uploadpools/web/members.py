@@ -20,25 +20,46 @@ class OwnerOnly(Forbidden):
     title = "Only the owner can do this"
 
 
-async def add_member(
-    session: AsyncSession, workspace_id: str, actor_role: str, email: str, role: str, now: datetime
-) -> tuple[User, str | None]:
-    """Add a user by email; a new user gets a generated password, returned once."""
+def check_invite(actor_role: str, email: str, role: str) -> str:
+    """What an invite can be refused for without the database; the normalised email."""
     if actor_role != "owner":
         raise OwnerOnly("only the workspace owner invites members")
     if role not in INVITABLE_ROLES:
         raise ValidationFailed.one("role", "must be admin or member")
-    email = normalise_email(email)
+    return normalise_email(email)
+
+
+async def is_registered(session: AsyncSession, email: str) -> bool:
+    return await session.scalar(select(User.id).where(User.email == email)) is not None
+
+
+async def initial_password() -> tuple[str, str]:
+    """A generated password and its argon2 hash (in crypto's threads: tens of ms)."""
+    password = crypto.generate_password()
+    return password, await crypto.hash_password(password)
+
+
+async def add_member(
+    session: AsyncSession,
+    workspace_id: str,
+    actor_role: str,
+    email: str,
+    role: str,
+    now: datetime,
+    *,
+    initial: tuple[str, str] | None = None,
+) -> tuple[User, str | None]:
+    """Add a user by email; a new user gets a generated password, returned once.
+
+    `initial`: that password and its hash, made by the caller before its transaction
+    (see `initial_password`); unused when the user exists by now. Without it a new
+    user's password is hashed here, inside the transaction."""
+    email = check_invite(actor_role, email, role)
     user = await session.scalar(select(User).where(User.email == email))
     password = None
     if user is None:
-        password = crypto.generate_password()
-        user = User(
-            email=email,
-            password_hash=await crypto.hash_password(password),
-            plan="free",
-            created_at=now,
-        )
+        password, password_hash = initial or await initial_password()
+        user = User(email=email, password_hash=password_hash, plan="free", created_at=now)
         session.add(user)
         await session.flush()
     elif await session.scalar(

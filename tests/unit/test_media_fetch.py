@@ -236,6 +236,15 @@ class TestRefusals:
         with pytest.raises(FetchFailed, match="could not connect"):
             await fetch(client, storage, f"http://127.0.0.1:{port}/video.mp4")
 
+    async def test_an_unparsable_url_is_refused_without_repeating_its_credentials(
+        self, client: httpx.AsyncClient, storage: LocalStorage
+    ) -> None:
+        with pytest.raises(FetchFailed, match=r"(invalid|not a valid) URL") as excinfo:
+            await fetch(client, storage, "http://user:s3cret@example.com:99999/v.mp4?sig=abc")
+
+        assert "s3cret" not in str(excinfo.value)
+        assert "sig=abc" not in str(excinfo.value)
+
 
 class TestSizeLimits:
     async def test_declared_content_length_over_limit_is_refused_early(

@@ -134,6 +134,13 @@ class TestUrlValidation:
         with pytest.raises(DestinationRefused, match="invalid URL"):
             await resolve_and_check("http://example.com:99999/", [])
 
+    async def test_refusals_do_not_repeat_credentials_or_the_query(self) -> None:
+        for url in ("http://u:s3cret@example.com:99999/?sig=abc", "http://u:s3cret@/?sig=abc"):
+            with pytest.raises(DestinationRefused) as excinfo:
+                await resolve_and_check(url, [])
+            assert "s3cret" not in str(excinfo.value)
+            assert "sig=abc" not in str(excinfo.value)
+
 
 class TestParseNetworks:
     def test_comma_separated_cidrs_and_bare_ips(self) -> None:

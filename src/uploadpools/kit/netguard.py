@@ -156,14 +156,15 @@ async def resolve_and_check(url: str, allowed: Sequence[Network]) -> list[str]:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise DestinationRefused(f"invalid URL {url!r}: {exc}") from None
+        # Not the URL itself: it may carry credentials or a signed query.
+        raise DestinationRefused(f"invalid URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme not in _ALLOWED_SCHEMES:
         shown = f"{scheme}://" if scheme else "a missing scheme"
         raise DestinationRefused(f"only http:// and https:// URLs can be fetched, not {shown}")
     host = parts.hostname
     if not host:
-        raise DestinationRefused(f"URL {url!r} has no host")
+        raise DestinationRefused(f"the URL has no host ({scheme}://…)")
     if port is None:
         port = 443 if scheme == "https" else 80
 

@@ -91,7 +91,7 @@ async def _fetch(
     try:
         request = client.build_request("GET", url)
     except (httpx.InvalidURL, httpx.UnsupportedProtocol, TypeError) as exc:
-        raise FetchFailed(f"{url!r} is not a valid URL: {exc}") from None
+        raise FetchFailed(f"{_display_url(url)} is not a valid URL: {exc}") from None
 
     for _hop in range(MAX_REDIRECTS + 1):
         shown = _display_url(request.url)

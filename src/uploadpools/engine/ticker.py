@@ -393,14 +393,14 @@ class Ticker:
                 .where(bulk.any_of(db, Pool.__table__.c.id, emptied))
                 .values(empty_since=now)
             )
-        await bulk.insert_rows(session, Firing.__table__, firing_rows)
+        await bulk.insert_rows(session, Firing.__table__, firing_rows, copy=True)
         created.extend(firing_rows)
         await bulk.update_by_id(
             session,
             QueueItem.__table__,
             {i: {"status": "dispatching", "dispatched_at": now} for i in popped},
         )
-        await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all)
+        await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all, copy=True)
         await insert_notices(session, notes)
         for fid in settle_now:
             firing = await session.get(Firing, fid)

@@ -331,26 +331,25 @@ class Ticker:
                     log.info("slot %s already has a record for %s", d.slot.id, d.local_date)
                     continue
                 fid = next(firing_ids)
-                row: dict[str, Any] = dict(
-                    id=fid,
-                    pool_id=pid,
-                    slot_id=d.slot.id,
-                    kind="scheduled",
-                    local_date=d.local_date,
-                    scheduled_for=d.at,
-                    fired_at=now,
-                    covers_until=None,
-                    missed_count=0,
-                    item_id=None,
-                )
+                row: dict[str, Any] = {
+                    "id": fid,
+                    "pool_id": pid,
+                    "slot_id": d.slot.id,
+                    "kind": "scheduled",
+                    "local_date": d.local_date,
+                    "scheduled_for": d.at,
+                    "fired_at": now,
+                    "covers_until": None,
+                    "missed_count": 0,
+                    "item_id": None,
+                    "outcome": "pending",
+                }
                 firing_rows.append(row)
                 result.firing_ids.append(fid)
                 if d.missed is not None:
-                    row.update(
-                        outcome="missed",
-                        covers_until=d.missed[-1].local_date,
-                        missed_count=len(d.missed),
-                    )
+                    row["outcome"] = "missed"
+                    row["covers_until"] = d.missed[-1].local_date
+                    row["missed_count"] = len(d.missed)
                     notes.append(
                         notification_row(
                             pool,  # type: ignore[arg-type]
@@ -372,7 +371,7 @@ class Ticker:
                     continue
                 item_id = queue.pop(0)
                 heads_taken[pid].append(item_id)
-                row.update(outcome="pending", item_id=item_id)
+                row["item_id"] = item_id
                 popped.append(item_id)
                 fired_pools.add(pid)
                 rows, final = delivery_rows(
@@ -382,13 +381,17 @@ class Ticker:
                 if final:
                     settle_now.append(fid)
 
-        moved = {
-            s.id: {"next_fire_at": s.next_fire_at, "next_local_date": s.next_local_date}
-            for slots in slots_by_pool.values()
-            for s in slots
-            if before[s.id] != (s.next_fire_at, s.next_local_date)
-        }
-        await bulk.update_by_id(session, Slot.__table__, moved)
+        # The advanced slots, grouped by their new occurrence (a burst moves them together).
+        moved: dict[tuple[datetime | None, date | None], list[str]] = defaultdict(list)
+        for slots in slots_by_pool.values():
+            for s in slots:
+                nxt = (s.next_fire_at, s.next_local_date)
+                if before[s.id] != nxt:
+                    moved[nxt].append(s.id)
+        for (at, day), ids in moved.items():
+            await bulk.update_ids(
+                session, Slot.__table__, ids, {"next_fire_at": at, "next_local_date": day}
+            )
         if emptied:
             await session.execute(
                 update(Pool.__table__)
@@ -397,11 +400,13 @@ class Ticker:
             )
         await bulk.insert_rows(session, Firing.__table__, firing_rows, copy=True)
         created.extend(firing_rows)
-        await bulk.update_by_id(
-            session,
-            QueueItem.__table__,
-            {i: {"status": "dispatching", "dispatched_at": now} for i in popped},
-        )
+        if popped:
+            await bulk.update_ids(
+                session,
+                QueueItem.__table__,
+                popped,
+                {"status": "dispatching", "dispatched_at": now},
+            )
         await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all, copy=True)
         await insert_notices(session, notes)
         for fid in settle_now:

@@ -238,14 +238,21 @@ async def update_by_id(
     are updated together, by one ``UPDATE … WHERE id`` in the list per group."""
     if not changes:
         return
-    name = (await session.connection()).dialect.name
     groups: dict[tuple[tuple[str, Any], ...], list[str]] = defaultdict(list)
     for row_id, values in changes.items():
         groups[tuple(sorted(values.items()))].append(row_id)
     for values, ids in groups.items():
-        for start in range(0, len(ids), MAX_ARRAY_ROWS):
-            await session.execute(
-                update(table)
-                .where(any_of(name, table.c.id, ids[start : start + MAX_ARRAY_ROWS]))
-                .values(dict(values))
-            )
+        await update_ids(session, table, ids, dict(values))
+
+
+async def update_ids(
+    session: AsyncSession, table: Table, ids: Sequence[str], values: dict[str, Any]
+) -> None:
+    """Set `values` on the rows whose id is in `ids`: ``UPDATE … WHERE id`` in the list."""
+    name = (await session.connection()).dialect.name
+    for start in range(0, len(ids), MAX_ARRAY_ROWS):
+        await session.execute(
+            update(table)
+            .where(any_of(name, table.c.id, ids[start : start + MAX_ARRAY_ROWS]))
+            .values(values)
+        )

@@ -149,7 +149,7 @@ def _plan(
         due = [s for s in slots if s.next_fire_at is not None and s.next_fire_at <= now]
         if not due:
             return out
-        slot = min(due, key=lambda s: (s.next_fire_at, s.rank, s.id))
+        slot = due[0] if len(due) == 1 else min(due, key=lambda s: (s.next_fire_at, s.rank, s.id))
         assert slot.next_fire_at is not None and slot.next_local_date is not None
         if pool.state != "active" or not links.get(slot.id):
             slot.next_fire_at = slot.next_local_date = None

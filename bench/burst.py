@@ -894,6 +894,8 @@ def run(args: argparse.Namespace) -> int:
             )
             if args.batch_size:
                 env["UPLOADPOOLS_ENGINE_BATCH_SIZE"] = str(args.batch_size)
+            if args.lanes:
+                env["UPLOADPOOLS_TICKER_CONCURRENCY"] = str(args.lanes)
             workers = Workers(w, env, workdir)
             stack.callback(workers.stop)
             workers.start()
@@ -1019,6 +1021,12 @@ def main() -> int:
         type=int,
         default=None,
         help="engine_batch_size (default: the settings default)",
+    )
+    parser.add_argument(
+        "--lanes",
+        type=int,
+        default=None,
+        help="PostgreSQL: ticker_concurrency of each worker (default: the settings default)",
     )
     parser.add_argument(
         "--history-days",

@@ -2,7 +2,8 @@
 lateness on a shared machine.
 
     .venv/bin/python bench/tick_cpu.py [--slots N] [--store sqlite|postgres]
-        [--batch-size B] [--history-days D] [--src DIR] [--profile FILE] [--sql-timing]
+        [--batch-size B] [--lanes L] [--history-days D] [--src DIR] [--profile FILE] [--sql-timing]
+        [--sql-cpu]
 
 Seeds a fresh store as ``burst.py`` does (N pools due at T, warm-up pools fired
 first), sets a frozen clock to T and runs ``Ticker.tick()`` once, which fires
@@ -12,6 +13,10 @@ the run database's server backends, each per firing. No poller, no other
 process: run it twice back to back to compare two versions of the code, e.g.
 ``--src /tmp/other-checkout/src`` for another checkout (imported instead of this one).
 The start-up heap is frozen first, as ``uploadpools worker`` does.
+
+``--sql-cpu`` (PostgreSQL): the server CPU of each statement, read from its backend's
+``/proc/PID/schedstat`` (nanoseconds on CPU) before and after it; the engine's binary
+COPYs, which bypass SQLAlchemy's events, are counted as ``COPY <table>``.
 """
 
 from __future__ import annotations
@@ -47,8 +52,74 @@ def backend_cpu(dbname: str) -> float:
     return total
 
 
+class StatementCpu:
+    """Server CPU per statement (PostgreSQL, local server): the statement's backend's
+    on-CPU nanoseconds (``/proc/PID/schedstat``) before and after it."""
+
+    def __init__(self) -> None:
+        from collections import defaultdict
+
+        self.stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+
+    @staticmethod
+    def _ns(pid: int) -> int:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[0])
+
+    def _add(self, key: str, ns: int) -> None:
+        s = self.stats[" ".join(key.split())[:90]]
+        s[0] += 1
+        s[1] += ns / 1e9
+
+    def attach(self, engine: Any) -> None:
+        from sqlalchemy import event
+
+        def pid(conn: Any) -> int:
+            return int(conn.connection.dbapi_connection.driver_connection.get_server_pid())
+
+        @event.listens_for(engine.sync_engine, "before_cursor_execute")
+        def _before(conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+            conn.info.setdefault("_cpu_t0", []).append(self._ns(pid(conn)))
+
+        @event.listens_for(engine.sync_engine, "after_cursor_execute")
+        def _after(conn: Any, cursor: Any, statement: str, *a: Any) -> None:
+            self._add(statement, self._ns(pid(conn)) - conn.info["_cpu_t0"].pop())
+
+        try:
+            from uploadpools.store import bulk
+        except ImportError:
+            return
+        copy = getattr(bulk, "_copy", None)
+        if copy is None:
+            return
+
+        async def timed(conn: Any, table: Any, *a: Any, **k: Any) -> Any:
+            raw = await conn.get_raw_connection()
+            p = int(raw.driver_connection.get_server_pid())
+            t0 = self._ns(p)
+            out = await copy(conn, table, *a, **k)
+            self._add(f"COPY {table.name}", self._ns(p) - t0)
+            return out
+
+        bulk._copy = timed  # type: ignore[attr-defined]
+
+    def report(self, n: int, top: int = 15) -> None:
+        rows = sorted(self.stats.items(), key=lambda kv: -kv[1][1])[:top]
+        total = sum(v[1] for v in self.stats.values())
+        print(
+            f"  server CPU of the engine's statements: {total:.3f} s ({total / n * 1e6:.1f} µs/firing)"
+        )
+        for key, (k, t) in rows:
+            print(f"    {t / n * 1e6:6.1f} µs/firing {int(k):5d}x  {key}")
+
+
 async def measure(
-    settings: Any, slots: int, history_days: int, profile: Path | None, sql_timing: bool = False
+    settings: Any,
+    slots: int,
+    history_days: int,
+    profile: Path | None,
+    sql_timing: bool = False,
+    sql_cpu: bool = False,
 ) -> None:
     import burst
 
@@ -80,6 +151,9 @@ async def measure(
             prof.enable()
         if timer:
             timer.attach(engine)
+        cpu_timer = StatementCpu() if sql_cpu and pg else None
+        if cpu_timer:
+            cpu_timer.attach(engine)
         b0 = backend_cpu(dbname) if pg else 0.0
         c0, w0 = time.process_time(), time.perf_counter()
         result = await ticker.tick()
@@ -100,6 +174,8 @@ async def measure(
     print(line)
     if timer:
         timer.report()
+    if cpu_timer:
+        cpu_timer.report(n)
 
 
 def main() -> int:
@@ -109,10 +185,16 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--history-days", type=int, default=1)
+    parser.add_argument(
+        "--lanes", type=int, default=None, help="ticker_concurrency (default: the setting's)"
+    )
     parser.add_argument("--src", type=Path, default=None, help="import uploadpools from here")
     parser.add_argument("--profile", type=Path, default=None, help="cProfile the tick into FILE")
     parser.add_argument(
         "--sql-timing", action="store_true", help="time each SQL statement of the tick (wall)"
+    )
+    parser.add_argument(
+        "--sql-cpu", action="store_true", help="PostgreSQL: server CPU of each statement"
     )
     args = parser.parse_args()
     if args.src:
@@ -124,7 +206,9 @@ def main() -> int:
     from uploadpools.config import Settings
     from uploadpools.store.migrate import run_upgrade
 
-    extra = {"engine_batch_size": args.batch_size} if args.batch_size else {}
+    extra: dict[str, Any] = {"engine_batch_size": args.batch_size} if args.batch_size else {}
+    if args.lanes:
+        extra["ticker_concurrency"] = args.lanes
     with tempfile.TemporaryDirectory(prefix="uploadpools-tick-") as tmp:
         store = (
             temporary_postgres_database(args.postgres_url)
@@ -142,7 +226,14 @@ def main() -> int:
             )
             run_upgrade(settings)
             asyncio.run(
-                measure(settings, args.slots, args.history_days, args.profile, args.sql_timing)
+                measure(
+                    settings,
+                    args.slots,
+                    args.history_days,
+                    args.profile,
+                    args.sql_timing,
+                    args.sql_cpu,
+                )
             )
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_ticker import NINE, active_pool
 
@@ -86,3 +87,39 @@ class TestMetrics:
         bad = {"Authorization": "Bearer nope"}
         assert (await client.get("/metrics", headers=bad)).status_code == 401
         await scrape(client, Authorization="Bearer scrape-me-0123456789")
+
+
+def test_firings_created_counts_as_many_firing_created_calls() -> None:
+    """The ticker records a batch's firings grouped; the series move exactly as with
+    one `firing_created` per firing (lateness sum and buckets, outcome counters)."""
+    from datetime import UTC, datetime
+
+    t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+    groups = {
+        ("pending", t, t + timedelta(seconds=0.7)): 3,
+        ("empty", t, t + timedelta(seconds=4)): 2,
+        ("missed", t, t + timedelta(hours=2)): 1,
+        ("pending", t, t - timedelta(seconds=1)): 1,  # clamped to 0
+        ("pending", t, t + timedelta(hours=5)): 2,  # past the last bound: +Inf only
+    }
+
+    def sample() -> dict[tuple[str, tuple], float]:
+        out = {}
+        for family in text_string_to_metric_families(generate_latest(metrics.REGISTRY).decode()):
+            if family.name in ("uploadpools_firing_lateness_seconds", "uploadpools_firings"):
+                for s in family.samples:
+                    if not s.name.endswith("_created"):
+                        out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        return out
+
+    s0 = sample()
+    for (outcome, at, fired), n in groups.items():
+        for _ in range(n):
+            metrics.firing_created(outcome, at, fired)
+    s1 = sample()
+    metrics.firings_created(groups)
+    s2 = sample()
+    one_by_one = {k: s1[k] - s0.get(k, 0.0) for k in s1}
+    grouped = {k: s2[k] - s1.get(k, 0.0) for k in s2}
+    assert grouped == one_by_one
+    assert one_by_one[("uploadpools_firing_lateness_seconds_count", ())] == 8

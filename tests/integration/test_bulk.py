@@ -64,9 +64,14 @@ async def test_insert_rows_in_chunks_and_update_by_id(settings, monkeypatch):  #
     assert (got["n004"].role, got["n005"].stopped_at) == ("worker", T)
 
 
-async def test_every_column_type_round_trips_and_any_of_selects_by_id(settings, monkeypatch):  # type: ignore[no-untyped-def]
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("copy", [False, True], ids=["insert", "copy"])
+async def test_every_column_type_round_trips_and_any_of_selects_by_id(settings, monkeypatch, copy):  # type: ignore[no-untyped-def]
     """JSON (shared and distinct objects), dates, aware instants, NULLs and integers, in
-    several statements (the chunk sizes made small), then `any_of` picks rows by id."""
+    several statements (the chunk sizes made small), then `any_of` picks rows by id.
+    `copy`: PostgreSQL's binary COPY writes the same values (SQLite: its usual path)."""
     from datetime import date
 
     from sqlalchemy import Column, Date, Integer, MetaData, String, Table
@@ -99,11 +104,18 @@ async def test_every_column_type_round_trips_and_any_of_selects_by_id(settings, 
     ]
     engine = create_engine(settings)
     maker = create_sessionmaker(engine)
+    if copy and engine.dialect.name == "postgresql":  # the COPY, not unnest(), writes them
+
+        def no_unnest(*a):  # type: ignore[no-untyped-def]
+            raise AssertionError("unnest() used")
+
+        monkeypatch.setattr(bulk, "_unnest_sql", no_unnest)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.create_all)
         async with session_scope(maker) as s:
-            await bulk.insert_rows(s, table, rows)
+            await s.execute(select(1))  # a transaction open, as in the ticker
+            await bulk.insert_rows(s, table, rows, copy=copy)
         async with maker() as s:
             got = {r.id: r for r in (await s.execute(select(table))).all()}
             conn = await s.connection()
@@ -125,9 +137,10 @@ async def test_every_column_type_round_trips_and_any_of_selects_by_id(settings, 
         assert (g.doc, g.day, g.at, g.n, g.note) == (r["doc"], r["day"], r["at"], r["n"], r["note"])
 
 
-async def test_a_value_too_long_for_its_column_is_refused_not_cut(settings):  # type: ignore[no-untyped-def]
-    """PostgreSQL: the arrays are text, so the INSERT itself checks varchar(n)."""
-    import pytest
+@pytest.mark.parametrize("copy", [False, True], ids=["insert", "copy"])
+async def test_a_value_too_long_for_its_column_is_refused_not_cut(settings, copy):  # type: ignore[no-untyped-def]
+    """PostgreSQL: the arrays are text, so the INSERT itself checks varchar(n); so does
+    the COPY, and its error is SQLAlchemy's, as a statement's."""
     from sqlalchemy import Column, MetaData, String, Table
     from sqlalchemy.exc import DBAPIError
 
@@ -140,10 +153,38 @@ async def test_a_value_too_long_for_its_column_is_refused_not_cut(settings):  # 
         if engine.dialect.name == "postgresql":
             with pytest.raises(DBAPIError, match="too long"):
                 async with session_scope(maker) as s:
-                    await bulk.insert_rows(s, table, [{"id": "abcdefgh"}])
+                    await s.execute(select(1))
+                    await bulk.insert_rows(s, table, [{"id": "abcdefgh"}], copy=copy)
         async with maker() as s:
             assert (await s.scalars(select(table.c.id))).all() == []
     finally:
         async with engine.begin() as conn:
             await conn.run_sync(table.metadata.drop_all)
+        await engine.dispose()
+
+
+async def test_copy_refuses_a_duplicate_with_an_integrity_error_and_needs_no_open_transaction(
+    settings,
+):  # type: ignore[no-untyped-def]
+    """The ticker relies on the unique keys whatever the path: a COPY that repeats a key
+    fails as an INSERT would (SQLAlchemy's IntegrityError, nothing written). With no
+    transaction open yet, `copy=True` writes through the usual path."""
+    from sqlalchemy.exc import IntegrityError
+
+    table = EngineNode.__table__
+    row = dict(
+        id="n1", hostname="h", pid=1, role="worker", started_at=T, heartbeat_at=T, stopped_at=None
+    )
+    engine = create_engine(settings)
+    maker = create_sessionmaker(engine)
+    try:
+        async with session_scope(maker) as s:
+            await bulk.insert_rows(s, table, [row], copy=True)  # first statement
+        with pytest.raises(IntegrityError):
+            async with session_scope(maker) as s:
+                await s.execute(select(1))
+                await bulk.insert_rows(s, table, [{**row, "id": "n2"}, row], copy=True)
+        async with maker() as s:
+            assert (await s.scalars(select(EngineNode.id))).all() == ["n1"]
+    finally:
         await engine.dispose()

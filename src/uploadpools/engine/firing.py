@@ -73,30 +73,31 @@ def delivery_rows(
         account = accounts.get(account_id)
         if account is None:
             continue
-        row: dict[str, Any] = dict(
-            id=next(ids) if ids is not None else new_id(),
-            firing_id=firing_id,
-            item_id=item_id,
-            account_id=account_id,
-            platform=account.platform,
-            status="pending",
-            reason=None,
-            detail=None,
-            attempts=0,
-            lease_token=0,
-            job=NO_JOB,
-            retry_until=retry_until,
-            created_at=now,
-            finished_at=None,
-        )
-        if account.status == "disabled":
+        row: dict[str, Any] = {
+            "id": next(ids) if ids is not None else new_id(),
+            "firing_id": firing_id,
+            "item_id": item_id,
+            "account_id": account_id,
+            "platform": account.platform,
+            "status": "pending",
+            "reason": None,
+            "detail": None,
+            "attempts": 0,
+            "lease_token": 0,
+            "job": NO_JOB,
+            "retry_until": retry_until,
+            "created_at": now,
+            "finished_at": None,
+        }
+        status = account.status
+        if status == "disabled":
             row.update(
                 status="skipped",
                 reason="account_disabled",
                 finished_at=now,
                 detail=f"account “{account.name}” is disabled",
             )
-        elif account.status == "needs_reauth":
+        elif status == "needs_reauth":
             row.update(
                 status="skipped",
                 reason="auth_expired",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -149,7 +149,7 @@ def _plan(
         due = [s for s in slots if s.next_fire_at is not None and s.next_fire_at <= now]
         if not due:
             return out
-        slot = min(due, key=lambda s: (s.next_fire_at, s.rank, s.id))
+        slot = due[0] if len(due) == 1 else min(due, key=lambda s: (s.next_fire_at, s.rank, s.id))
         assert slot.next_fire_at is not None and slot.next_local_date is not None
         if pool.state != "active" or not links.get(slot.id):
             slot.next_fire_at = slot.next_local_date = None
@@ -223,8 +223,10 @@ class Ticker:
             created: list[dict[str, Any]] = []
             async with session_scope(self.maker) as session:
                 handled = await self._batch(session, now, result, created)
-            for row in created:  # counted once committed
-                metrics.firing_created(row["outcome"], row["scheduled_for"], row["fired_at"])
+            if created:  # counted once committed
+                metrics.firings_created(
+                    Counter((r["outcome"], r["scheduled_for"], r["fired_at"]) for r in created)
+                )
             if not handled:
                 return
 
@@ -256,23 +258,23 @@ class Ticker:
                 pools[row.id] = _PoolRow(row)
         if not pools:
             return 0
+        # The pools' slots with their accounts, in one statement: a row per (slot,
+        # account), the accounts in slot order; a slot without accounts comes once.
         slots_by_pool: dict[str, list[_SlotRow]] = defaultdict(list)
         before: dict[str, tuple[datetime | None, date | None]] = {}
-        for row in await conn.execute(
-            select(*_SLOT_COLS)
-            .where(bulk.any_of(db, Slot.pool_id, pools))
-            .order_by(Slot.pool_id, Slot.rank, Slot.id)
-        ):
-            slots_by_pool[row.pool_id].append(_SlotRow(row))
-            before[row.id] = (row.next_fire_at, row.next_local_date)
         links: dict[str, list[str]] = defaultdict(list)
-        for slot_id, account_id in await conn.execute(
-            select(SlotAccount.slot_id, SlotAccount.account_id)
-            .join(Slot, Slot.id == SlotAccount.slot_id)
+        for row in await conn.execute(
+            select(*_SLOT_COLS, SlotAccount.account_id)
+            .outerjoin(SlotAccount, SlotAccount.slot_id == Slot.id)
             .where(bulk.any_of(db, Slot.pool_id, pools))
-            .order_by(SlotAccount.slot_id, SlotAccount.rank)
+            .order_by(Slot.pool_id, Slot.rank, Slot.id, SlotAccount.rank)
         ):
-            links[slot_id].append(account_id)
+            slot_id = row[1]
+            if slot_id not in before:
+                slots_by_pool[row[4]].append(_SlotRow(row[:7]))
+                before[slot_id] = (row[2], row[3])
+            if row[7] is not None:
+                links[slot_id].append(row[7])
 
         plans = {pid: _plan(p, slots_by_pool[pid], links, now) for pid, p in pools.items()}
         wanted = [(d.slot.id, d.local_date) for plan in plans.values() for d in plan]
@@ -329,26 +331,25 @@ class Ticker:
                     log.info("slot %s already has a record for %s", d.slot.id, d.local_date)
                     continue
                 fid = next(firing_ids)
-                row: dict[str, Any] = dict(
-                    id=fid,
-                    pool_id=pid,
-                    slot_id=d.slot.id,
-                    kind="scheduled",
-                    local_date=d.local_date,
-                    scheduled_for=d.at,
-                    fired_at=now,
-                    covers_until=None,
-                    missed_count=0,
-                    item_id=None,
-                )
+                row: dict[str, Any] = {
+                    "id": fid,
+                    "pool_id": pid,
+                    "slot_id": d.slot.id,
+                    "kind": "scheduled",
+                    "local_date": d.local_date,
+                    "scheduled_for": d.at,
+                    "fired_at": now,
+                    "covers_until": None,
+                    "missed_count": 0,
+                    "item_id": None,
+                    "outcome": "pending",
+                }
                 firing_rows.append(row)
                 result.firing_ids.append(fid)
                 if d.missed is not None:
-                    row.update(
-                        outcome="missed",
-                        covers_until=d.missed[-1].local_date,
-                        missed_count=len(d.missed),
-                    )
+                    row["outcome"] = "missed"
+                    row["covers_until"] = d.missed[-1].local_date
+                    row["missed_count"] = len(d.missed)
                     notes.append(
                         notification_row(
                             pool,  # type: ignore[arg-type]
@@ -370,7 +371,7 @@ class Ticker:
                     continue
                 item_id = queue.pop(0)
                 heads_taken[pid].append(item_id)
-                row.update(outcome="pending", item_id=item_id)
+                row["item_id"] = item_id
                 popped.append(item_id)
                 fired_pools.add(pid)
                 rows, final = delivery_rows(
@@ -380,27 +381,33 @@ class Ticker:
                 if final:
                     settle_now.append(fid)
 
-        moved = {
-            s.id: {"next_fire_at": s.next_fire_at, "next_local_date": s.next_local_date}
-            for slots in slots_by_pool.values()
-            for s in slots
-            if before[s.id] != (s.next_fire_at, s.next_local_date)
-        }
-        await bulk.update_by_id(session, Slot.__table__, moved)
+        # The advanced slots, grouped by their new occurrence (a burst moves them together).
+        moved: dict[tuple[datetime | None, date | None], list[str]] = defaultdict(list)
+        for slots in slots_by_pool.values():
+            for s in slots:
+                nxt = (s.next_fire_at, s.next_local_date)
+                if before[s.id] != nxt:
+                    moved[nxt].append(s.id)
+        for (at, day), ids in moved.items():
+            await bulk.update_ids(
+                session, Slot.__table__, ids, {"next_fire_at": at, "next_local_date": day}
+            )
         if emptied:
             await session.execute(
                 update(Pool.__table__)
                 .where(bulk.any_of(db, Pool.__table__.c.id, emptied))
                 .values(empty_since=now)
             )
-        await bulk.insert_rows(session, Firing.__table__, firing_rows)
+        await bulk.insert_rows(session, Firing.__table__, firing_rows, copy=True)
         created.extend(firing_rows)
-        await bulk.update_by_id(
-            session,
-            QueueItem.__table__,
-            {i: {"status": "dispatching", "dispatched_at": now} for i in popped},
-        )
-        await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all)
+        if popped:
+            await bulk.update_ids(
+                session,
+                QueueItem.__table__,
+                popped,
+                {"status": "dispatching", "dispatched_at": now},
+            )
+        await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all, copy=True)
         await insert_notices(session, notes)
         for fid in settle_now:
             firing = await session.get(Firing, fid)
@@ -426,8 +433,10 @@ class Ticker:
             .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
             .label("rn")
         )
-        # Rank the queues first, then look at the few head rows' media: joining media in
-        # the ranked query lets SQLite start from the (large) media table.
+        # Rank the queues first, then look at the few head rows' media, by primary key:
+        # joining media in the ranked query lets SQLite start from the (large) media
+        # table, and `state = 'ready'` in SQL lets it pick the state index and read every
+        # ready video in the database; so the state is read and compared here.
         slack = 4
         window = max(need.values()) + slack
         ranked = (
@@ -438,31 +447,17 @@ class Ticker:
         conn = await session.connection()
         rows = (
             await conn.execute(
-                select(ranked.c.id, ranked.c.pool_id, ranked.c.media_id, ranked.c.rn)
+                select(ranked.c.id, ranked.c.pool_id, Media.state)
+                .join(Media, Media.id == ranked.c.media_id)
                 .where(ranked.c.rn <= window)
                 .order_by(ranked.c.pool_id, ranked.c.rn)
             )
         ).all()
-        # By primary key, filtered here: `state = 'ready'` in SQL lets SQLite pick the
-        # state index and read every ready video in the database.
-        ready = (
-            {
-                mid
-                for mid, state in await conn.execute(
-                    select(Media.id, Media.state).where(
-                        bulk.any_of(db, Media.id, {r[2] for r in rows})
-                    )
-                )
-                if state == "ready"
-            }
-            if rows
-            else set()
-        )
         out: dict[str, list[str]] = defaultdict(list)
         seen: dict[str, int] = defaultdict(int)
-        for item_id, pool_id, media_id, _rank in rows:
+        for item_id, pool_id, state in rows:
             seen[pool_id] += 1
-            if media_id in ready and len(out[pool_id]) < need[pool_id]:
+            if state == "ready" and len(out[pool_id]) < need[pool_id]:
                 out[pool_id].append(item_id)
         # A pool whose first rows all wait for their media: look further down its queue.
         for pool_id, n in need.items():

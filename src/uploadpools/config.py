@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     ] = Field(default_factory=lambda: ["ticker", "dispatcher", "fetcher", "webhooks", "mailer"])
     engine_batch_size: int = Field(default=1000, ge=1, le=5000)
     # PostgreSQL: batches one ticker runs at once, each on its own connection (SQLite: 1).
-    ticker_concurrency: int = Field(default=2, ge=1, le=16)
+    # Unset: 2 while it is the only live ticker, 1 while others run (engine/ticker.py).
+    ticker_concurrency: int | None = Field(default=None, ge=1, le=16)
     dispatch_concurrency: int = Field(default=8, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, ge=5)
     retry_window_minutes: float = Field(default=30.0, ge=0)

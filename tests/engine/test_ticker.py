@@ -10,7 +10,8 @@ from sqlalchemy import select
 
 from apihelpers import make_account, make_pool, upload_n
 from uploadpools.engine.ticker import Ticker
-from uploadpools.models import Firing
+from uploadpools.models import EngineNode, Firing
+from uploadpools.models.engine_node import STALE_AFTER_SECONDS
 
 pytestmark = pytest.mark.asyncio
 NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after START, in UTC
@@ -156,6 +157,43 @@ class TestFiring:
                 pool["slots"][0]["id"]: x,
                 pool["slots"][1]["id"]: y,
             }
+
+    async def test_lanes_two_while_alone_one_while_other_tickers_live(self, app, clock, settings):
+        """PostgreSQL: a second lane only while no other live ticker process overlaps this
+        one's batches; a stopped, silent (three beats behind the newest heartbeat) or
+        non-ticker node does not count; the setting wins. SQLite: always one."""
+        maker = app.state.uploadpools.maker
+        auto = settings.model_copy(update={"ticker_concurrency": None})
+        ticker = Ticker(maker, auto, clock)
+        now = clock.now()
+        alone = 1 if ticker._dialect == "sqlite" else 2
+
+        async def node(name: str, *, roles: str, age_s: float = 0, stopped: bool = False):
+            async with maker() as s, s.begin():
+                s.add(
+                    EngineNode(
+                        id=name,
+                        hostname="h",
+                        pid=1,
+                        role="worker",
+                        roles=roles,
+                        started_at=now - timedelta(hours=1),
+                        heartbeat_at=now - timedelta(seconds=age_s),
+                        stopped_at=now if stopped else None,
+                    )
+                )
+
+        assert await ticker.lanes() == alone
+        await node("h:1", roles="ticker,dispatcher")  # this process's own row
+        assert await ticker.lanes() == alone
+        await node("h:2", roles="dispatcher,fetcher")
+        await node("h:3", roles="ticker", stopped=True)
+        await node("h:4", roles="ticker", age_s=STALE_AFTER_SECONDS + 1)
+        assert await ticker.lanes() == alone
+        await node("h:5", roles="ticker", age_s=STALE_AFTER_SECONDS - 1)
+        assert await ticker.lanes() == 1
+        fixed = settings.model_copy(update={"ticker_concurrency": 3})
+        assert await Ticker(maker, fixed, clock).lanes() == (3 if alone == 2 else 1)
 
     async def test_moving_a_fired_slot_later_the_same_day_does_not_fire_again(
         self, client, tenant, engine, clock, app, sample_mp4

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Interval, func, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
@@ -35,6 +35,7 @@ from uploadpools.kit.ids import new_ids
 from uploadpools.models import (
     Account,
     Delivery,
+    EngineNode,
     Firing,
     Media,
     Pool,
@@ -42,6 +43,7 @@ from uploadpools.models import (
     Slot,
     SlotAccount,
 )
+from uploadpools.models.engine_node import STALE_AFTER_SECONDS
 from uploadpools.models.item import QUEUED
 from uploadpools.notifications.service import insert_notices
 from uploadpools.ops import metrics
@@ -209,7 +211,7 @@ class Ticker:
         writer, so one at a time."""
         result = TickResult()
         now = self.clock.now()
-        lanes = self.settings.ticker_concurrency if self._dialect != "sqlite" else 1
+        lanes = await self.lanes()
         if lanes == 1:
             await self._drain(now, result)
         else:
@@ -217,6 +219,32 @@ class Ticker:
                 for _ in range(lanes):
                     group.create_task(self._drain(now, result))
         return result
+
+    async def lanes(self) -> int:
+        """Batches to run at once: 1 on SQLite; `ticker_concurrency` when set; otherwise 2
+        while this is the only live ticker process and 1 while others run (their batches
+        overlap this one's already; a second lane each only makes the tickers' `SKIP
+        LOCKED` reads walk past more locked pools: ~10 % more database CPU, later firings)."""
+        if self._dialect == "sqlite":
+            return 1
+        if self.settings.ticker_concurrency is not None:
+            return self.settings.ticker_concurrency
+        # Live: a heartbeat within STALE_AFTER_SECONDS of the newest one, which needs no
+        # agreement between this process's clock and the others' (a test clock jumps).
+        running = EngineNode.stopped_at.is_(None)
+        newest = select(func.max(EngineNode.heartbeat_at)).where(running).scalar_subquery()
+        async with self.maker() as session:
+            live = await session.scalar(
+                select(func.count())
+                .select_from(EngineNode)
+                .where(
+                    running,
+                    EngineNode.heartbeat_at
+                    >= newest - literal(timedelta(seconds=STALE_AFTER_SECONDS), Interval()),
+                    EngineNode.roles.contains("ticker"),
+                )
+            )
+        return 1 if (live or 0) > 1 else 2
 
     async def _drain(self, now: datetime, result: TickResult) -> None:
         while True:

@@ -26,13 +26,13 @@ from uploadpools.kit.clock import Clock
 from uploadpools.media.service import MediaFetcher
 from uploadpools.media.storage import Storage
 from uploadpools.models import EngineNode
+from uploadpools.models.engine_node import HEARTBEAT_SECONDS, STALE_AFTER_SECONDS
 from uploadpools.notifications.email import RETRY_AFTER, Mailer
 from uploadpools.store.engine import session_scope
 from uploadpools.webhooks import events
 from uploadpools.webhooks.sender import Sender
 
 log = logging.getLogger(__name__)
-HEARTBEAT_SECONDS = 10.0
 BACKOFF_SECONDS = 0.05
 
 
@@ -45,8 +45,7 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-# A node whose last heartbeat is older than this is considered gone (status, /readyz).
-STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+__all__ = ["HEARTBEAT_SECONDS", "STALE_AFTER_SECONDS", "Engine", "freeze_heap"]
 _ROLE_ORDER = ("ticker", "dispatcher", "fetcher", "webhooks", "mailer")
 
 

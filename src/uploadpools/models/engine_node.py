@@ -7,6 +7,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from uploadpools.store.base import Base
 
+# Every engine process writes its heartbeat this often; one silent for three beats is
+# considered gone (`uploadpools status`, /readyz, the ticker's count of live tickers).
+HEARTBEAT_SECONDS = 10.0
+STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+
 
 class EngineNode(Base):
     """A running engine process and its last heartbeat (for `uploadpools status`)."""

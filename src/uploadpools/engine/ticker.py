@@ -205,7 +205,7 @@ class Ticker:
     async def tick(self) -> TickResult:
         """Fire everything due now, batch after batch until nothing due is left.
 
-        On PostgreSQL `ticker_concurrency` batches run at once, each in its own
+        On PostgreSQL `lanes()` batches run at once, each in its own
         transaction on its own connection: while one waits for the database the next is
         built, as with more workers (SKIP LOCKED gives them disjoint pools). SQLite has one
         writer, so one at a time."""

@@ -41,6 +41,25 @@ async def enqueue_n(client, tenant, pool_id, sample_mp4, n):  # type: ignore[no-
     return ids
 
 
+async def queue_url(client, tenant, pool_id, url, **fields):  # type: ignore[no-untyped-def]
+    """Queue a `video_url`; its item's id and API path."""
+    r = await client.post(
+        f"/api/v1/pools/{pool_id}/videos", json={"video_url": url, **fields}, headers=tenant.headers
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"], f"/api/v1/pools/{pool_id}/videos/{r.json()['id']}"
+
+
+def break_probe(monkeypatch):  # type: ignore[no-untyped-def]
+    """From now on the probe child cannot run (it exits at once); returns the working
+    probe, to put back."""
+    working = probe._default
+    monkeypatch.setattr(
+        probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
+    )
+    return working
+
+
 async def queue_order(client, tenant, pool_id):  # type: ignore[no-untyped-def]
     r = await client.get(
         f"/api/v1/pools/{pool_id}/videos", params={"status": "queued"}, headers=tenant.headers
@@ -136,8 +155,7 @@ class TestUpload:
     async def test_probe_that_cannot_run_is_503_and_nothing_kept(
         self, client, tenant, settings, sample_mp4, monkeypatch
     ):
-        broken = probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
-        monkeypatch.setattr(probe, "_default", broken)
+        break_probe(monkeypatch)
         pool = await setup_pool(client, tenant)
         r = await upload(client, tenant, pool["id"], sample_mp4)
         assert r.status_code == 503
@@ -279,17 +297,9 @@ class TestVideoUrl:
     ):
         shutil.copy(sample_mp4, file_server.root / "v.mp4")
         pool = await setup_pool(client, tenant)
-        r = await client.post(
-            f"/api/v1/pools/{pool['id']}/videos",
-            json={"video_url": file_server.url("v.mp4")},
-            headers=tenant.headers,
-        )
-        item_url = f"/api/v1/pools/{pool['id']}/videos/{r.json()['id']}"
+        _, item_url = await queue_url(client, tenant, pool["id"], file_server.url("v.mp4"))
         fetcher = app.state.uploadpools.fetcher
-        working = probe._default
-        monkeypatch.setattr(
-            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
-        )
+        working = break_probe(monkeypatch)
         assert await fetcher.run_once() == 1
         got = (await client.get(item_url, headers=tenant.headers)).json()
         assert (got["status"], got["media"]["state"]) == ("queued", "pending")
@@ -326,18 +336,9 @@ class TestVideoUrl:
         )
         assert r.status_code == 201, r.text
         url = file_server.url("v.mp4").replace("http://", "http://someone:s3cret@")
-        r = await client.post(
-            f"/api/v1/pools/{pool['id']}/videos",
-            json={"video_url": url, "title": "remote"},
-            headers=tenant.headers,
-        )
-        item_id = r.json()["id"]
-        item_url = f"/api/v1/pools/{pool['id']}/videos/{item_id}"
+        item_id, item_url = await queue_url(client, tenant, pool["id"], url, title="remote")
         fetcher = app.state.uploadpools.fetcher
-        working = probe._default
-        monkeypatch.setattr(
-            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
-        )
+        working = break_probe(monkeypatch)
         with caplog.at_level(logging.WARNING, logger="uploadpools.media.service"):
             assert await fetcher.run_once() == 1  # attempt 1
             for wait in (300, 600):  # further and further apart
@@ -394,20 +395,10 @@ class TestVideoUrl:
         settings.fetch_max_attempts = 1
         shutil.copy(sample_mp4, file_server.root / "v.mp4")
         pool = await setup_pool(client, tenant)
-        r = await client.post(
-            f"/api/v1/pools/{pool['id']}/videos",
-            json={"video_url": file_server.url("v.mp4")},
-            headers=tenant.headers,
-        )
-        monkeypatch.setattr(
-            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
-        )
+        _, item_url = await queue_url(client, tenant, pool["id"], file_server.url("v.mp4"))
+        break_probe(monkeypatch)
         assert await app.state.uploadpools.fetcher.run_once() == 1
-        got = (
-            await client.get(
-                f"/api/v1/pools/{pool['id']}/videos/{r.json()['id']}", headers=tenant.headers
-            )
-        ).json()
+        got = (await client.get(item_url, headers=tenant.headers)).json()
         assert (got["status"], got["skip_reason"]) == ("skipped", "media_rejected")
         assert "could not run in 1 attempt;" in got["skip_detail"]
 
@@ -425,16 +416,9 @@ class TestVideoUrl:
     ):
         shutil.copy(sample_mp4, file_server.root / "v.mp4")
         pool = await setup_pool(client, tenant)
-        r = await client.post(
-            f"/api/v1/pools/{pool['id']}/videos",
-            json={"video_url": file_server.url("v.mp4")},
-            headers=tenant.headers,
-        )
-        item_url = f"/api/v1/pools/{pool['id']}/videos/{r.json()['id']}"
+        _, item_url = await queue_url(client, tenant, pool["id"], file_server.url("v.mp4"))
         fetcher = app.state.uploadpools.fetcher
-        monkeypatch.setattr(
-            probe, "_default", probe.ProbeWorker([sys.executable, "-c", "import sys; sys.exit(3)"])
-        )
+        break_probe(monkeypatch)
         assert await fetcher.run_once() == 1
         (file_server.root / "v.mp4").unlink()
         clock.advance(seconds=301)

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     # Media
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1)
     fetch_timeout_s: float = Field(default=300.0, gt=0)
-    # A `video_url` whose video the server cannot check (its probe cannot run at all) is
-    # fetched at most this many times, further and further apart, then skipped.
+    # A `video_url` is fetched at most this many times when its attempts cannot finish:
+    # the server cannot check the video (its probe cannot run; further and further apart)
+    # or the process fetching it stops mid-way (its lease runs out). Then it is skipped.
     fetch_max_attempts: int = Field(default=6, ge=1, le=100)
     private_networks_allowed: Annotated[list[str], NoDecode] = Field(default_factory=list)
     media_url_ttl_s: int = Field(default=24 * 3600, ge=60)

@@ -402,6 +402,41 @@ class TestVideoUrl:
         assert (got["status"], got["skip_reason"]) == ("skipped", "media_rejected")
         assert "could not run in 1 attempt;" in got["skip_detail"]
 
+    async def test_fetch_interrupted_every_time_is_skipped_after_the_set_attempts(
+        self, allow_loopback, client, tenant, app, file_server, sample_mp4, settings, clock
+    ):
+        """A fetch whose process stops mid-way (claimed, never finished) is taken again once
+        its lease runs out, but not beyond `fetch_max_attempts`."""
+        settings.fetch_max_attempts = 2
+        shutil.copy(sample_mp4, file_server.root / "v.mp4")
+        pool = await setup_pool(client, tenant)
+        item_id, item_url = await queue_url(client, tenant, pool["id"], file_server.url("v.mp4"))
+        fetcher = app.state.uploadpools.fetcher
+        lease_s = settings.fetch_timeout_s + 60
+        for _ in range(2):  # a process claims it and dies before finishing
+            assert len(await fetcher._claim(10)) == 1
+            assert await fetcher.run_once() == 0  # leased: nobody else takes it meanwhile
+            clock.advance(seconds=lease_s + 1)
+
+        assert await fetcher.run_once() == 0  # used up: failed instead of taken again
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["skip_reason"], got["media"]["state"]) == (
+            "skipped",
+            "media_rejected",
+            "failed",
+        )
+        assert got["skip_detail"].startswith("the video could not be fetched: 2 attempts")
+        assert "did not finish" in got["skip_detail"]
+        notes = (await client.get("/api/v1/notifications", headers=tenant.headers)).json()["items"]
+        assert [(n["kind"], n["item_id"]) for n in notes] == [("item.skipped", item_id)]
+
+        # Requeued, it gets a fresh allowance and is fetched.
+        r = await client.patch(item_url, json={"status": "queued"}, headers=tenant.headers)
+        assert r.json()["media"]["state"] == "pending"
+        assert await fetcher.run_once() == 1
+        got = (await client.get(item_url, headers=tenant.headers)).json()
+        assert (got["status"], got["media"]["state"]) == ("queued", "ready")
+
     async def test_a_fetch_failure_after_a_probe_that_could_not_run_fails_at_once(
         self,
         allow_loopback,

@@ -232,11 +232,30 @@ class MediaFetcher:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
-            rows = list((await session.scalars(q)).all())
-            for m in rows:
+            claimed = []
+            for m in (await session.scalars(q)).all():
+                if m.fetch_attempts >= self.settings.fetch_max_attempts:
+                    # Its attempts are used up and the last one never finished (its lease
+                    # ran out: the process fetching it stopped, e.g. killed by the OOM
+                    # killer): trying again would repeat that without end.
+                    log.warning(
+                        "media %s failed: %d attempts, the last one interrupted",
+                        m.id,
+                        m.fetch_attempts,
+                    )
+                    await self._fail_leased(
+                        session,
+                        m,
+                        f"{m.fetch_attempts} attempts were made and the last one did not "
+                        "finish (the process fetching it stopped); requeue it to try again",
+                        "the video could not be fetched",
+                        now=now,
+                    )
+                    continue
                 m.lease_until = lease
                 m.fetch_attempts += 1
-            return [(m.id, m.workspace_id, m.source_url or "", lease) for m in rows]
+                claimed.append((m.id, m.workspace_id, m.source_url or "", lease))
+            return claimed
 
     async def run_once(self, limit: int | None = None) -> int:
         claimed = await self._claim(limit or self.concurrency)

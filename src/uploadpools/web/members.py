@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.auth.service import normalise_email
@@ -59,17 +60,30 @@ async def add_member(
     password = None
     if user is None:
         password, password_hash = initial or await initial_password()
-        user = User(email=email, password_hash=password_hash, plan="free", created_at=now)
-        session.add(user)
-        await session.flush()
-    elif await session.scalar(
+        try:
+            async with session.begin_nested():
+                user = User(email=email, password_hash=password_hash, plan="free", created_at=now)
+                session.add(user)
+        except IntegrityError:
+            # Registered since the look-up (a sign-up or another invite, committed first;
+            # on PostgreSQL, where the look-up takes no lock): that user is invited.
+            password = None
+            user = await session.scalar(select(User).where(User.email == email))
+            if user is None:
+                raise
+    if await session.scalar(
         select(Membership.id).where(
             Membership.workspace_id == workspace_id, Membership.user_id == user.id
         )
     ):
         raise ValidationFailed.one("email", f"{email} is already a member")
-    session.add(Membership(workspace_id=workspace_id, user_id=user.id, role=role, created_at=now))
-    await session.flush()
+    try:
+        async with session.begin_nested():
+            session.add(
+                Membership(workspace_id=workspace_id, user_id=user.id, role=role, created_at=now)
+            )
+    except IntegrityError:  # the same invite, committed by another request meanwhile
+        raise ValidationFailed.one("email", f"{email} is already a member") from None
     return user, password
 
 

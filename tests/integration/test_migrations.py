@@ -80,3 +80,38 @@ async def test_scheduled_firing_is_unique_per_slot_and_local_date(app, tenant) -
         s.add(firing("scheduled"))
         with pytest.raises(IntegrityError):
             await s.commit()
+
+
+async def test_ids_compare_byte_by_byte_on_postgresql(app) -> None:  # type: ignore[no-untyped-def]
+    """Alembic's comparison does not look at collations, so this does: on PostgreSQL every
+    id column is `varchar(26)` in collation "C", in the migrated database (0010) and in
+    the models' DDL; elsewhere (SQLite) ids are plain `VARCHAR(26)`."""
+    from sqlalchemy import String, text
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from uploadpools.store.base import IdType
+
+    engine = app.state.uploadpools.engine
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text(
+                        "SELECT table_name, column_name, collation_name "
+                        "FROM information_schema.columns WHERE table_schema = current_schema() "
+                        "AND data_type = 'character varying' AND character_maximum_length = 26"
+                    )
+                )
+            ).all()
+        assert len(rows) > 40
+        assert [r for r in rows if r[2] != "C"] == []
+    model_ids = [
+        c
+        for t in Base.metadata.tables.values()
+        for c in t.columns
+        if isinstance(c.type.dialect_impl(sqlite.dialect()), String) and c.type.length == 26
+    ]
+    assert len(model_ids) > 40
+    pg = postgresql.dialect()
+    assert {str(c.type.compile(dialect=pg)) for c in model_ids} == {'VARCHAR(26) COLLATE "C"'}
+    assert str(IdType.compile(dialect=sqlite.dialect())) == "VARCHAR(26)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from test_ticker import NINE, active_pool
@@ -89,9 +90,11 @@ class TestMetrics:
         await scrape(client, Authorization="Bearer scrape-me-0123456789")
 
 
-def test_firings_created_counts_as_many_firing_created_calls() -> None:
-    """The ticker records a batch's firings grouped; the series move exactly as with
-    one `firing_created` per firing (lateness sum and buckets, outcome counters)."""
+def test_firings_created_moves_each_series_by_its_firings() -> None:
+    """The ticker records a batch's firings grouped by (outcome, scheduled_for, fired_at);
+    each series moves as if every firing had been observed alone: lateness (never below
+    0) for all but missed ones, in the cumulative buckets, and the outcome counters of
+    firings already final when recorded (empty, missed)."""
     from datetime import UTC, datetime
 
     t = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -112,14 +115,17 @@ def test_firings_created_counts_as_many_firing_created_calls() -> None:
                         out[(s.name, tuple(sorted(s.labels.items())))] = s.value
         return out
 
-    s0 = sample()
-    for (outcome, at, fired), n in groups.items():
-        for _ in range(n):
-            metrics.firing_created(outcome, at, fired)
-    s1 = sample()
+    before = sample()
     metrics.firings_created(groups)
-    s2 = sample()
-    one_by_one = {k: s1[k] - s0.get(k, 0.0) for k in s1}
-    grouped = {k: s2[k] - s1.get(k, 0.0) for k in s2}
-    assert grouped == one_by_one
-    assert one_by_one[("uploadpools_firing_lateness_seconds_count", ())] == 8
+    after = sample()
+    moved = {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+    lateness = "uploadpools_firing_lateness_seconds"
+    cumulative = {"0.1": 1, "0.5": 1, "1.0": 4, "2.0": 4, "5.0": 6, "10.0": 6, "30.0": 6}
+    cumulative |= {"60.0": 6, "300.0": 6, "900.0": 6, "3600.0": 6, "+Inf": 8}
+    expected = {(f"{lateness}_bucket", (("le", le),)): n for le, n in cumulative.items()}
+    expected[(f"{lateness}_count", ())] = 8
+    expected[("uploadpools_firings_total", (("outcome", "empty"),))] = 2
+    expected[("uploadpools_firings_total", (("outcome", "missed"),))] = 1
+    total = moved.pop((f"{lateness}_sum", ()))
+    assert total == pytest.approx(3 * 0.7 + 2 * 4 + 0 + 2 * 5 * 3600)
+    assert moved == expected

@@ -35,7 +35,6 @@ __all__ = [
     "SERIES_CAP",
     "WEBHOOK_ATTEMPTS",
     "delivery_finished",
-    "firing_created",
     "firing_settled",
     "firings_created",
     "render",
@@ -71,16 +70,9 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 
 
-def firing_created(outcome: str, scheduled_for: datetime, fired_at: datetime) -> None:
-    """A scheduled firing was recorded: its lateness, and its outcome when already final."""
-    if outcome != "missed":
-        FIRING_LATENESS.observe(max(0.0, (fired_at - scheduled_for).total_seconds()))
-    if outcome in ("missed", "empty"):
-        FIRINGS.labels(outcome).inc()
-
-
 def firings_created(counts: dict[tuple[str, datetime, datetime], int]) -> None:
-    """`firing_created` for many firings at once: `counts` maps (outcome, scheduled_for,
+    """Scheduled firings were recorded: their lateness (but a missed one's), and their
+    outcome when already final (empty, missed). `counts` maps (outcome, scheduled_for,
     fired_at) to how many firings were recorded with them (a ticker's batch shares a few
     instants), each group counted with one increment per series."""
     for (outcome, scheduled_for, fired_at), n in counts.items():

@@ -227,7 +227,7 @@ class TestInvite:
         assert added.status_code == 200 and "initial-password" not in added.text
         assert again.status_code == 422 and "already a member" in again.text
         assert bad_email.status_code == 422 and "is not an email address" in bad_email.text
-        assert bad_role.status_code == 422  # (the page shows no role error: a select)
+        assert bad_role.status_code == 422 and "Role: must be admin or member" in bad_role.text
         assert hasher.hashed == 0
 
 

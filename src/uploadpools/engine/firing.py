@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from uploadpools.config import Settings
 from uploadpools.kit.ids import new_id
 from uploadpools.models import Account, Delivery, Firing, Media, Pool, QueueItem, Slot
-from uploadpools.models.item import QUEUED
+from uploadpools.models.item import waiting
 from uploadpools.notifications.service import insert_notices, notify
 from uploadpools.ops import metrics
 from uploadpools.pools import forecast
@@ -45,11 +46,11 @@ def item_label(item: QueueItem) -> str:
 
 
 async def head_item(session: AsyncSession, pool_id: str) -> QueueItem | None:
-    """The oldest queued item whose media is ready (one still being fetched waits its turn)."""
+    """The oldest waiting item whose media is ready (one still being fetched waits its turn)."""
     return await session.scalar(
         select(QueueItem)
         .join(Media, Media.id == QueueItem.media_id)
-        .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED, Media.state == "ready")
+        .where(QueueItem.pool_id == pool_id, waiting(QueueItem), Media.state == "ready")
         .order_by(QueueItem.seq, QueueItem.id)
         .limit(1)
     )
@@ -176,9 +177,8 @@ async def fire(
         if note is not None:
             await insert_notices(session, [note])
         return firing
-    item.status = "dispatching"
-    item.dispatched_at = now
-    firing.item_id = item.id
+    firing.item_id = item.id  # the firing holds it: the item is now dispatching
+    set_committed_value(item, "held_at", now)
     accounts = {
         a.id: a
         for a in (await session.scalars(select(Account).where(Account.id.in_(account_ids)))).all()
@@ -208,7 +208,7 @@ async def _check_running_low(
         await session.scalar(
             select(func.count())
             .select_from(QueueItem)
-            .where(QueueItem.pool_id == pool.id, QueueItem.status == QUEUED)
+            .where(QueueItem.pool_id == pool.id, waiting(QueueItem))
         )
         or 0
     )
@@ -276,6 +276,7 @@ async def settle(session: AsyncSession, firing: Firing, now: datetime) -> bool:
         firing.outcome = "skipped"
     metrics.firing_settled(firing.outcome)
     item.finished_at = now
+    item.dispatched_at = firing.fired_at
     if posted:
         item.status = "dispatched"
     else:

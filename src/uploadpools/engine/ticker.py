@@ -44,7 +44,8 @@ from uploadpools.models import (
     SlotAccount,
 )
 from uploadpools.models.engine_node import STALE_AFTER_SECONDS
-from uploadpools.models.item import QUEUED
+from uploadpools.models.firing import PENDING
+from uploadpools.models.item import QUEUED, waiting
 from uploadpools.notifications.service import insert_notices
 from uploadpools.ops import metrics
 from uploadpools.pools import forecast
@@ -339,7 +340,6 @@ class Ticker:
 
         firing_rows: list[dict[str, Any]] = []
         delivery_rows_all: list[dict[str, Any]] = []
-        popped: list[str] = []
         heads_taken: dict[str, list[str]] = defaultdict(list)
         notes: list[dict[str, Any]] = []
         settle_now: list[str] = []
@@ -399,8 +399,7 @@ class Ticker:
                     continue
                 item_id = queue.pop(0)
                 heads_taken[pid].append(item_id)
-                row["item_id"] = item_id
-                popped.append(item_id)
+                row["item_id"] = item_id  # the firing holds it: the item is now dispatching
                 fired_pools.add(pid)
                 rows, final = delivery_rows(
                     fid, item_id, links[d.slot.id], accounts, now, retry_until, delivery_ids
@@ -428,13 +427,6 @@ class Ticker:
             )
         await bulk.insert_rows(session, Firing.__table__, firing_rows, copy=True)
         created.extend(firing_rows)
-        if popped:
-            await bulk.update_ids(
-                session,
-                QueueItem.__table__,
-                popped,
-                {"status": "dispatching", "dispatched_at": now},
-            )
         await bulk.insert_rows(session, Delivery.__table__, delivery_rows_all, copy=True)
         await insert_notices(session, notes)
         for fid in settle_now:
@@ -452,8 +444,8 @@ class Ticker:
     async def _heads(
         self, session: AsyncSession, db: str, need: dict[str, int]
     ) -> tuple[dict[str, list[str]], dict[str, int]]:
-        """The first `need[pool]` ready queued items of each pool, in queue order; and
-        the number of queued items of each pool whose whole queue the query saw."""
+        """The first `need[pool]` ready items waiting in each pool's queue, in queue order;
+        and the number of items waiting in each pool whose whole queue the query saw."""
         if not need:
             return {}, {}
         rn = (
@@ -469,7 +461,7 @@ class Ticker:
         window = max(need.values()) + slack
         ranked = (
             select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
-            .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.status == QUEUED)
+            .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.stored_status == QUEUED)
             .subquery()
         )
         conn = await session.connection()
@@ -481,13 +473,32 @@ class Ticker:
                 .order_by(ranked.c.pool_id, ranked.c.rn)
             )
         ).all()
+        # Of those, the ones a pending firing holds (dispatching), by their ids: a probe
+        # each, where a `NOT EXISTS` in the ranked query may be planned as a hash over the
+        # whole firing history.
+        held: set[str] = set()
+        if rows:
+            held = set(
+                (
+                    await conn.execute(
+                        select(Firing.item_id).where(
+                            bulk.any_of(db, Firing.item_id, [r[0] for r in rows]),
+                            Firing.outcome == PENDING,
+                        )
+                    )
+                ).scalars()
+            )
         out: dict[str, list[str]] = defaultdict(list)
         seen: dict[str, int] = defaultdict(int)
+        waiting_seen: dict[str, int] = defaultdict(int)
         for item_id, pool_id, state in rows:
             seen[pool_id] += 1
+            if item_id in held:
+                continue
+            waiting_seen[pool_id] += 1
             if state == "ready" and len(out[pool_id]) < need[pool_id]:
                 out[pool_id].append(item_id)
-        # A pool whose first rows all wait for their media: look further down its queue.
+        # A pool whose first rows are all held or wait for their media: look further down.
         for pool_id, n in need.items():
             if len(out[pool_id]) < n and seen[pool_id] >= window:
                 more = await session.scalars(
@@ -495,14 +506,14 @@ class Ticker:
                     .join(Media, Media.id == QueueItem.media_id)
                     .where(
                         QueueItem.pool_id == pool_id,
-                        QueueItem.status == QUEUED,
+                        waiting(QueueItem),
                         Media.state == "ready",
                     )
                     .order_by(QueueItem.seq, QueueItem.id)
                     .limit(n)
                 )
                 out[pool_id] = list(more.all())
-        return out, {p: seen[p] for p in need if seen[p] < window}
+        return out, {p: waiting_seen[p] for p in need if seen[p] < window}
 
     async def _running_low(
         self,
@@ -523,7 +534,7 @@ class Ticker:
                 (
                     await session.execute(
                         select(QueueItem.pool_id, func.count())
-                        .where(QueueItem.pool_id.in_(unknown), QueueItem.status == QUEUED)
+                        .where(QueueItem.pool_id.in_(unknown), waiting(QueueItem))
                         .group_by(QueueItem.pool_id)
                     )
                 ).all()

@@ -24,7 +24,7 @@ from uploadpools.media.fetch import FetchFailed, fetch_to_storage
 from uploadpools.media.probe import NotAVideo, ProbeResult, ProbeUnavailable, probe
 from uploadpools.media.storage import LocalStorage, Storage, StoredObject
 from uploadpools.models import Media, Pool, QueueItem
-from uploadpools.models.item import QUEUED
+from uploadpools.models.item import waiting
 from uploadpools.notifications.service import notify
 from uploadpools.store.engine import session_scope
 from uploadpools.webhooks import events
@@ -377,7 +377,7 @@ async def _queued_items(session: AsyncSession, media_id: str) -> list[QueueItem]
     return list(
         (
             await session.scalars(
-                select(QueueItem).where(QueueItem.media_id == media_id, QueueItem.status == QUEUED)
+                select(QueueItem).where(QueueItem.media_id == media_id, waiting(QueueItem))
             )
         ).all()
     )

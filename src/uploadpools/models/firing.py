@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Date, Index, Integer, String, text
+from sqlalchemy import Date, Index, Integer, String, literal_column, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from uploadpools.kit.ids import new_id
 from uploadpools.store.base import Base, IdType
 
 FIRING_OUTCOMES = ("pending", "dispatched", "partial", "skipped", "empty", "missed", "manual")
+
+# `outcome = 'pending'` with the value in the statement's text (see QUEUED in item.py).
+PENDING = literal_column("'pending'", String(16))
 
 
 class Firing(Base):

@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.models import QueueItem, QuotaEntry
-from uploadpools.models.item import QUEUED
+from uploadpools.models.item import waiting
 from uploadpools.workspace.service import month_bounds
 
 __all__ = [
@@ -137,7 +137,7 @@ async def _database_registry(session: AsyncSession, now: datetime) -> CollectorR
     queued = (
         await session.execute(
             select(QueueItem.pool_id, n)
-            .where(QueueItem.status == QUEUED)
+            .where(waiting(QueueItem))
             .group_by(QueueItem.pool_id)
             .order_by(n.desc(), QueueItem.pool_id)
         )

@@ -198,9 +198,14 @@ async def update_slot(
 
 @router.delete("/{pool_id}/slots/{slot_id}", status_code=204)
 async def delete_slot(
-    pool_id: str, slot_id: str, session: SessionDep, settings: SettingsDep, ws: CurrentWorkspace
+    pool_id: str,
+    slot_id: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    ws: CurrentWorkspace,
+    now: NowDep,
 ) -> Response:
-    await PoolService(session, settings).delete_slot(ws.workspace_id, pool_id, slot_id)
+    await PoolService(session, settings).delete_slot(ws.workspace_id, pool_id, slot_id, now)
     await session.commit()
     return Response(status_code=204)
 

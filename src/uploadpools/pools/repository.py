@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.models import Pool, QueueItem, Slot, SlotAccount
-from uploadpools.models.item import QUEUED
+from uploadpools.models.item import waiting
 
 
 @dataclass
@@ -77,7 +77,7 @@ class PoolRepository:
             return {}
         rows = await self.session.execute(
             select(QueueItem.pool_id, func.count())
-            .where(QueueItem.pool_id.in_(pool_ids), QueueItem.status == QUEUED)
+            .where(QueueItem.pool_id.in_(pool_ids), waiting(QueueItem))
             .group_by(QueueItem.pool_id)
         )
         return {pid: n for pid, n in rows.all()}

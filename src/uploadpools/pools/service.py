@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools import schedule
@@ -20,7 +20,8 @@ from uploadpools.models import (
     Slot,
     SlotAccount,
 )
-from uploadpools.models.item import QUEUED
+from uploadpools.models.firing import PENDING
+from uploadpools.models.item import QUEUED, held_by_firing, waiting
 from uploadpools.pools import forecast
 from uploadpools.pools.repository import PoolRepository, PoolView, SlotView
 from uploadpools.pools.schemas import PoolCreate, PoolUpdate, SlotIn, SlotUpdate
@@ -196,7 +197,7 @@ class PoolService:
         queued = await self.session.scalar(
             select(func.count())
             .select_from(QueueItem)
-            .where(QueueItem.pool_id == pool.id, QueueItem.status == QUEUED)
+            .where(QueueItem.pool_id == pool.id, waiting(QueueItem))
         )
         if queued and not force:
             raise PoolNotEmpty(f"{queued} video(s) are queued; pass ?force=true to delete them too")
@@ -255,9 +256,36 @@ class PoolService:
         pool.updated_at = now
         return slot
 
-    async def delete_slot(self, workspace_id: str, pool_id: str, slot_id: str) -> None:
+    async def delete_slot(
+        self, workspace_id: str, pool_id: str, slot_id: str, now: datetime
+    ) -> None:
         pool = await self.get(workspace_id, pool_id, for_update=True)
         slot = await self.get_slot(pool, slot_id)
+        # A video that one of its firings is posting: the post may have gone out, so it
+        # is skipped `interrupted` (requeueable), not handed back to the queue, which is
+        # what deleting the firing that holds it would otherwise do.
+        items = QueueItem.__table__
+        await self.session.execute(
+            update(items)
+            .where(
+                items.c.id.in_(
+                    select(Firing.item_id).where(
+                        Firing.pool_id == pool.id,
+                        Firing.slot_id == slot.id,
+                        Firing.outcome == PENDING,
+                    )
+                ),
+                items.c.status == QUEUED,
+            )
+            .values(
+                status="skipped",
+                skip_reason="interrupted",
+                skip_detail="its slot was deleted while it was being posted; it may have "
+                "gone out, check the account",
+                dispatched_at=held_by_firing(items.c.id),
+                finished_at=now,
+            )
+        )
         # Its firings and their deliveries go with it: neither references the slot or the
         # firing with a foreign key (migrations 0008, 0009).
         await delete_firings(self.session, Firing.pool_id == pool.id, Firing.slot_id == slot.id)
@@ -277,7 +305,7 @@ class PoolService:
             (
                 await self.session.scalars(
                     select(QueueItem.id)
-                    .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
+                    .where(QueueItem.pool_id == pool_id, waiting(QueueItem))
                     .order_by(QueueItem.seq, QueueItem.id)
                     .limit(limit)
                 )

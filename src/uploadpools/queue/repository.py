@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, func, or_, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools.models import Delivery, Firing, Media, Pool, QueueItem
-from uploadpools.models.item import QUEUED
+from uploadpools.models.item import QUEUED, held_by_firing, waiting
 from uploadpools.store.bulk import insert_rows
 
 STEP = 1 << 20
@@ -66,7 +66,7 @@ def _backs_of(n: int) -> Any:
                     .scalar_subquery(),
                     select(func.count())
                     .select_from(_items)
-                    .where(_items.c.pool_id == pool_id, _items.c.status == QUEUED)
+                    .where(_items.c.pool_id == pool_id, waiting(_items))
                     .scalar_subquery(),
                 )
             )
@@ -126,9 +126,11 @@ class QueueRepository:
         await insert_rows(self.session, QueueItem.__table__, rows)  # type: ignore[arg-type]
 
     async def front_seq(self, pool_id: str) -> int:
+        # Stored `queued` (one index probe): an item going to the front may go ahead of
+        # held ones too, which are out of the queue whatever their place.
         low = await self.session.scalar(
             select(func.min(QueueItem.seq)).where(
-                QueueItem.pool_id == pool_id, QueueItem.status == QUEUED
+                QueueItem.pool_id == pool_id, QueueItem.stored_status == QUEUED
             )
         )
         return (low - STEP) if low is not None else await self.back_seq(pool_id)
@@ -136,7 +138,7 @@ class QueueRepository:
     async def queued_order(self, pool_id: str) -> list[tuple[str, int]]:
         rows = await self.session.execute(
             select(QueueItem.id, QueueItem.seq)
-            .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
+            .where(QueueItem.pool_id == pool_id, waiting(QueueItem))
             .order_by(QueueItem.seq, QueueItem.id)
         )
         return [(r[0], r[1]) for r in rows.all()]
@@ -154,7 +156,7 @@ class QueueRepository:
             .select_from(QueueItem)
             .where(
                 QueueItem.pool_id == item.pool_id,
-                QueueItem.status == QUEUED,
+                waiting(QueueItem),
                 or_(
                     QueueItem.seq < item.seq,
                     and_(QueueItem.seq == item.seq, QueueItem.id < item.id),
@@ -168,7 +170,7 @@ class QueueRepository:
         rn = (func.row_number().over(order_by=(QueueItem.seq, QueueItem.id)) - 1).label("pos")
         ranked = (
             select(QueueItem.id, rn)
-            .where(QueueItem.pool_id == pool_id, QueueItem.status == QUEUED)
+            .where(QueueItem.pool_id == pool_id, waiting(QueueItem))
             .subquery()
         )
         rows = await self.session.execute(
@@ -186,7 +188,7 @@ class QueueRepository:
     ) -> list[QueueItem]:
         q = select(QueueItem).where(QueueItem.pool_id == pool_id)
         if status == "queued":
-            q = q.where(QueueItem.status == QUEUED)
+            q = q.where(waiting(QueueItem))
             if isinstance(after, tuple):
                 seq, item_id = after
                 q = q.where(
@@ -194,8 +196,12 @@ class QueueRepository:
                 )
             q = q.order_by(QueueItem.seq, QueueItem.id)
         else:
-            if status is not None:
-                q = q.where(QueueItem.status == status)
+            if status == "dispatching":
+                q = q.where(
+                    QueueItem.stored_status == QUEUED, held_by_firing(QueueItem.id).is_not(None)
+                )
+            elif status is not None:
+                q = q.where(QueueItem.stored_status == status)
             if isinstance(after, str):
                 q = q.where(QueueItem.id < after)
             q = q.order_by(QueueItem.id.desc())
@@ -227,7 +233,7 @@ class QueueRepository:
             (
                 await self.session.scalars(
                     select(QueueItem)
-                    .where(QueueItem.pool_id == pool_id, QueueItem.status == "skipped")
+                    .where(QueueItem.pool_id == pool_id, QueueItem.stored_status == "skipped")
                     .order_by(QueueItem.seq, QueueItem.id)
                 )
             ).all()

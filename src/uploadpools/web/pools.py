@@ -196,7 +196,7 @@ async def edit_pool(
                     [FieldError(f"slots.{i}.{e.field}", e.message) for e in exc.errors]
                 )
         for slot_id in existing - kept:
-            await svc.delete_slot(me.workspace.id, pool_id, slot_id)
+            await svc.delete_slot(me.workspace.id, pool_id, slot_id, now)
     except ValidationError as exc:
         return await _invalid(request, session, state, me, form, pool, errors_from_pydantic(exc))
     except ValidationFailed as exc:

@@ -7,8 +7,9 @@ every execution. Here each value is converted by its column's own bind processor
 distinct value (a burst writes the same instants and dates over and over), and:
 
 - PostgreSQL gets one array parameter per column: ``INSERT … SELECT * FROM unnest($1,
-  …)``, ``… WHERE id = ANY($1)``; the statement text does not grow with the row count, so
-  it is parsed and planned as cheaply for 5,000 rows as for one.
+  …)``, and an id list is one text parameter, ``… WHERE id = ANY(string_to_array($1,
+  ','))``; the statement text does not grow with the row count, so it is parsed and
+  planned as cheaply for 5,000 rows as for one.
 - with ``copy=True`` (the ticker's firings and deliveries) PostgreSQL gets a binary
   ``COPY … FROM STDIN`` in the session's transaction instead (`_copy`).
 - SQLite gets multi-row ``INSERT … VALUES (…), (…)`` statements built once per shape, and
@@ -26,7 +27,6 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     JSON,
     ColumnElement,
     Float,
@@ -62,7 +62,12 @@ def any_of(dialect_name: str, col: Any, values: Collection[str]) -> ColumnElemen
     """``col IN values`` for a string column (ids), with the list as one parameter."""
     values = list(values)
     if dialect_name == "postgresql":
-        return col == any_(bindparam(None, values, type_=ARRAY(String()), unique=True))
+        # One text parameter split by the server: asyncpg encodes an array parameter
+        # with two `isinstance` checks against ABCs per element. Ids hold no comma.
+        joined = ",".join(values)
+        return col == any_(
+            func.string_to_array(bindparam(None, joined, type_=String(), unique=True), ",")
+        )
     return col.in_(
         select(column("value")).select_from(
             func.json_each(bindparam(None, json.dumps(values), type_=String(), unique=True))

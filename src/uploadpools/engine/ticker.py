@@ -44,8 +44,7 @@ from uploadpools.models import (
     SlotAccount,
 )
 from uploadpools.models.engine_node import STALE_AFTER_SECONDS
-from uploadpools.models.firing import PENDING
-from uploadpools.models.item import QUEUED, waiting
+from uploadpools.models.item import QUEUED, held_by_firing, waiting
 from uploadpools.notifications.service import insert_notices
 from uploadpools.ops import metrics
 from uploadpools.pools import forecast
@@ -464,36 +463,31 @@ class Ticker:
             .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.stored_status == QUEUED)
             .subquery()
         )
+        # Whether a pending firing holds each of those rows (dispatching) is read by the
+        # same statement, in the same snapshot as the stored status: read apart, a post
+        # settling in between (stored `dispatched`, firing no longer pending) would look
+        # like a waiting item. A scalar subquery with LIMIT per window row, an index
+        # probe each: a `NOT EXISTS` may be planned as a hash over the firing history.
         conn = await session.connection()
         rows = (
             await conn.execute(
-                select(ranked.c.id, ranked.c.pool_id, Media.state)
+                select(
+                    ranked.c.id,
+                    ranked.c.pool_id,
+                    Media.state,
+                    held_by_firing(ranked.c.id).is_not(None),
+                )
                 .join(Media, Media.id == ranked.c.media_id)
                 .where(ranked.c.rn <= window)
                 .order_by(ranked.c.pool_id, ranked.c.rn)
             )
         ).all()
-        # Of those, the ones a pending firing holds (dispatching), by their ids: a probe
-        # each, where a `NOT EXISTS` in the ranked query may be planned as a hash over the
-        # whole firing history.
-        held: set[str] = set()
-        if rows:
-            held = set(
-                (
-                    await conn.execute(
-                        select(Firing.item_id).where(
-                            bulk.any_of(db, Firing.item_id, [r[0] for r in rows]),
-                            Firing.outcome == PENDING,
-                        )
-                    )
-                ).scalars()
-            )
         out: dict[str, list[str]] = defaultdict(list)
         seen: dict[str, int] = defaultdict(int)
         waiting_seen: dict[str, int] = defaultdict(int)
-        for item_id, pool_id, state in rows:
+        for item_id, pool_id, state, held in rows:
             seen[pool_id] += 1
-            if item_id in held:
+            if held:
                 continue
             waiting_seen[pool_id] += 1
             if state == "ready" and len(out[pool_id]) < need[pool_id]:

@@ -176,3 +176,6 @@ async def test_migration_0011_stores_dispatching_as_held_and_back(
     await downgrade(db, "0010")
     await upgrade(db)
     assert (await _stored(app, a))[0] == "dispatching"
+    # Shown as it is stored, in the list and under the status filter alike.
+    got = await _get(client, tenant, pool["id"], "?status=dispatching")
+    assert [i["id"] for i in got["items"]] == [a]

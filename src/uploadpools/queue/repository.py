@@ -197,8 +197,16 @@ class QueueRepository:
             q = q.order_by(QueueItem.seq, QueueItem.id)
         else:
             if status == "dispatching":
+                # Held by a pending firing; or stored so before migration 0011 and held
+                # by none (a stuck item, shown as it is stored).
                 q = q.where(
-                    QueueItem.stored_status == QUEUED, held_by_firing(QueueItem.id).is_not(None)
+                    or_(
+                        and_(
+                            QueueItem.stored_status == QUEUED,
+                            held_by_firing(QueueItem.id).is_not(None),
+                        ),
+                        QueueItem.stored_status == "dispatching",
+                    )
                 )
             elif status is not None:
                 q = q.where(QueueItem.stored_status == status)

@@ -3,31 +3,18 @@ written for it when the head is taken, and the item is written once, when it set
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from sqlalchemy import select, text
+from test_ticker import NINE, active_pool
 
-from apihelpers import make_account, make_pool, upload_n
+from apihelpers import upload_n
 from uploadpools.models import Firing, QueueItem
 from uploadpools.store.migrate import downgrade, upgrade
 
 pytestmark = pytest.mark.asyncio
-NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 TEN = NINE + timedelta(hours=1)
-
-
-async def _pool(client, tenant, times=("09:00",)):  # type: ignore[no-untyped-def]
-    acc = await make_account(client, tenant)
-    pool = await make_pool(
-        client,
-        tenant,
-        acc,
-        timezone="UTC",
-        state="active",
-        slots=[{"time": t, "account_ids": [acc]} for t in times],
-    )
-    return pool, acc
 
 
 async def _stored(app, item_id):  # type: ignore[no-untyped-def]
@@ -53,7 +40,7 @@ class TestTakingTheHead:
     async def test_the_firing_holds_the_item_and_the_item_row_is_written_at_settling(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
-        pool, _ = await _pool(client, tenant)
+        pool, _ = await active_pool(client, tenant)
         a, b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
         clock.set(NINE)
         assert (await engine.ticker.tick()).fired == 1
@@ -83,7 +70,7 @@ class TestTakingTheHead:
     async def test_a_held_item_is_not_taken_again_by_the_next_slot(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
-        pool, _ = await _pool(client, tenant, ("09:00", "10:00"))
+        pool, _ = await active_pool(client, tenant, times=("09:00", "10:00"))
         a, b, c = await upload_n(client, tenant, pool["id"], sample_mp4, 3)
         clock.set(NINE)
         await engine.ticker.tick()
@@ -104,7 +91,7 @@ class TestTakingTheHead:
     async def test_post_next_now_skips_held_items_and_holds_its_own(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
-        pool, _ = await _pool(client, tenant)
+        pool, _ = await active_pool(client, tenant)
         a, b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
         clock.set(NINE)
         await engine.ticker.tick()
@@ -122,7 +109,7 @@ class TestTakingTheHead:
     async def test_a_held_item_cannot_be_moved_edited_or_removed(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
-        pool, _ = await _pool(client, tenant)
+        pool, _ = await active_pool(client, tenant)
         a, _b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
         clock.set(NINE)
         await engine.ticker.tick()
@@ -138,7 +125,7 @@ class TestTakingTheHead:
     ):
         """Deleting the firing would otherwise hand the item back to the queue, and a
         post that may have gone out could go out twice."""
-        pool, acc = await _pool(client, tenant, ("09:00", "10:00"))
+        pool, acc = await active_pool(client, tenant, times=("09:00", "10:00"))
         a, b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
         clock.set(NINE)
         await engine.ticker.tick()
@@ -155,7 +142,7 @@ class TestTakingTheHead:
 async def test_migration_0011_stores_dispatching_as_held_and_back(
     client, tenant, engine, clock, app, sample_mp4
 ):
-    pool, _ = await _pool(client, tenant)
+    pool, _ = await active_pool(client, tenant)
     a, _b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
     clock.set(NINE)
     await engine.ticker.tick()

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.asyncio
 NINE = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)  # the day after START, in UTC
 
 
-async def active_pool(client, tenant, *, slots=None, tz="UTC", **over):  # type: ignore[no-untyped-def]
+async def active_pool(client, tenant, *, slots=None, times=("09:00",), tz="UTC", **over):  # type: ignore[no-untyped-def]
+    """An active pool posting to a new folder account; its slots at `times` unless given."""
     acc = await make_account(client, tenant)
     pool = await make_pool(
         client,
@@ -25,7 +26,7 @@ async def active_pool(client, tenant, *, slots=None, tz="UTC", **over):  # type:
         acc,
         timezone=tz,
         state="active",
-        slots=slots or [{"time": "09:00", "account_ids": [acc]}],
+        slots=slots or [{"time": t, "account_ids": [acc]} for t in times],
         **over,
     )
     return pool, acc

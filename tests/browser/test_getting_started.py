@@ -75,7 +75,10 @@ def test_getting_started(page, live, sample_mp4, tmp_path):  # type: ignore[no-u
     expect(queue_titles(page)).to_have_text(["first", "second", "third"])
 
     # Reorder: drag the third to the top, then the keyboard way: "first" to the bottom.
-    page.locator("#queue-list > li").nth(2).drag_to(page.locator("#queue-list > li").nth(0))
+    # The page reloads once the server has the new order; the next move waits for that
+    # (pressed while the reload was pending, it was lost with the page it came from).
+    with page.expect_navigation():
+        page.locator("#queue-list > li").nth(2).drag_to(page.locator("#queue-list > li").nth(0))
     expect(queue_titles(page)).to_have_text(["third", "first", "second"])
     button = page.get_by_role("button", name="Move “first” to bottom")
     button.focus()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import expect
 
@@ -75,10 +76,16 @@ def test_getting_started(page, live, sample_mp4, tmp_path):  # type: ignore[no-u
     expect(queue_titles(page)).to_have_text(["first", "second", "third"])
 
     # Reorder: drag the third to the top, then the keyboard way: "first" to the bottom.
-    # The page reloads once the server has the new order; the next move waits for that
-    # (pressed while the reload was pending, it was lost with the page it came from).
+    # The page reloads once the server has the new order; until then the move buttons are
+    # off (pressed meanwhile, a move was lost with the page the reload replaced).
+    held: list[Any] = []
+    page.route("**/items/*/move", lambda route: held.append(route))
+    page.locator("#queue-list > li").nth(2).drag_to(page.locator("#queue-list > li").nth(0))
+    expect(page.get_by_role("button", name="Move “first” to bottom")).to_be_disabled()
+    expect(page.locator("#queue-list")).to_have_attribute("aria-busy", "true")
     with page.expect_navigation():
-        page.locator("#queue-list > li").nth(2).drag_to(page.locator("#queue-list > li").nth(0))
+        held[0].continue_()
+    page.unroute("**/items/*/move")
     expect(queue_titles(page)).to_have_text(["third", "first", "second"])
     button = page.get_by_role("button", name="Move “first” to bottom")
     button.focus()

@@ -237,8 +237,17 @@ function setupReorder() {
     const id = dragged.dataset.item;
     dragged.classList.remove("dragging");
     dragged = null;
-    const r = await post(list.dataset.move + id + "/move", list.dataset.csrf, body);
-    if (r.ok) window.location.reload();
+    // Until the page comes back with the server's order, no other move from this page:
+    // the reload would drop its form submission.
+    list.setAttribute("aria-busy", "true");
+    list.querySelectorAll("form.moves button").forEach((b) => {
+      b.disabled = true;
+    });
+    try {
+      await post(list.dataset.move + id + "/move", list.dataset.csrf, body);
+    } finally {
+      window.location.reload(); // the server's order, also when it refused this one
+    }
   });
   list.addEventListener("dragend", () => {
     if (dragged) {

@@ -106,7 +106,7 @@ class TestTakingTheHead:
         assert got["status"] == "dispatching"
         assert (await _get(client, tenant, pool["id"], "?status=queued"))["items"] == []
 
-    async def test_a_held_item_cannot_be_moved_edited_or_removed(
+    async def test_a_held_item_cannot_be_edited_or_removed(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
         pool, _ = await active_pool(client, tenant)

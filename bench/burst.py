@@ -632,12 +632,19 @@ class CpuWatch:
 
     def start(self) -> None:
         self.t0, self.busy0, self.ours0 = time.monotonic(), self._busy(), self._ours()
+        self.times0 = self.psutil.cpu_times()
 
     def stop(self, also_mine: float = 0.0) -> tuple[float, float, float, float]:
         """(CPU seconds used by other processes, as a share of the machine's capacity,
         the wall time watched, CPU seconds of the PostgreSQL server);
         ``also_mine``: CPU time of our processes that have exited meanwhile."""
         wall, busy, ours = time.monotonic() - self.t0, self._busy() - self.busy0, self._ours()
+        t1 = self.psutil.cpu_times()
+        self.kinds = {
+            k: getattr(t1, k) - getattr(self.times0, k)
+            for k in ("user", "system", "softirq", "irq", "steal", "iowait")
+            if hasattr(t1, k)
+        }
         # A process started meanwhile (a PostgreSQL backend for a new connection) counts
         # whole: its life is inside the window.
         used = {p: v - self.ours0.get(p, 0.0) for p, v in ours.items()}
@@ -875,6 +882,29 @@ def checkpoint(pg_url: str) -> str | None:
     return None
 
 
+def wal_counters(pg_url: str) -> tuple[int, int, int, str] | None:
+    """The server's WAL records, full-page images and bytes so far (``pg_stat_wal``,
+    PostgreSQL 14+; cluster-wide) and its insert position, or None where they cannot be
+    read."""
+    import asyncpg
+
+    async def go() -> tuple[int, int, int, str]:
+        conn = await asyncpg.connect(pg_url)
+        try:
+            row = await conn.fetchrow(
+                "SELECT wal_records, wal_fpi, wal_bytes, pg_current_wal_insert_lsn()::text"
+                " FROM pg_stat_wal"
+            )
+            return int(row[0]), int(row[1]), int(row[2]), row[3]
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(go())
+    except (asyncpg.PostgresError, OSError):
+        return None
+
+
 # -- the run -----------------------------------------------------------------------------------
 
 
@@ -984,14 +1014,20 @@ def run(args: argparse.Namespace) -> int:
                     "  CHECKPOINT before the burst"
                     + (f": not possible ({failed}); figures will vary" if failed else "")
                 )
+            wal0 = wal_counters(db_url)
             cpu0 = workers.cpu_seconds()
             set_fake_now(offset_file, DUE - timedelta(seconds=LEAD_S))
             notify_wakeup(db_url)
             result = poller_result(conn, wait_s)
             workers.check_alive()
             result["engine_cpu_s"] = workers.cpu_seconds() - cpu0
+            wal1 = wal_counters(db_url)
+            if wal0 and wal1:
+                result["wal"] = tuple(b - a for a, b in zip(wal0[:3], wal1[:3], strict=True))
+                result["wal_range"] = (wal0[3], wal1[3])
         poller.join(10)
         result["others"] = watch.stop(also_mine=result["poller_cpu_s"])
+        result["cpu_kinds"] = watch.kinds
         if workers:
             workers.stop()  # nothing fires after the poller stopped looking
         problems = workers.problems() if workers else []
@@ -1048,6 +1084,16 @@ def report(
             f"  engine CPU during the burst: {cpu:.2f} s "
             f"({cpu / len(lateness) * 1e6:.0f} µs per firing; database server not included)"
         )
+    wal = result.get("wal")
+    if wal is not None and lateness:
+        records, fpi, nbytes = wal
+        start, end = result["wal_range"]
+        print(
+            f"  WAL written during the burst: {nbytes / 2**20:.1f} MiB; per firing "
+            f"{records / len(lateness):.1f} records, {fpi / len(lateness):.2f} full-page images, "
+            f"{nbytes / len(lateness):,.0f} bytes (by record type: pg_waldump -s {start} -e {end} "
+            "--stats=record, before the WAL is recycled)"
+        )
     other_s, other_share, watched, server_s = result["others"]
     print(
         f"  measuring: the poller used {result['poller_cpu_s']:.2f} CPU-s"
@@ -1061,6 +1107,10 @@ def report(
         f"  other processes on this {os.cpu_count()}-CPU host used {other_s:.1f} CPU-s in the "
         f"{watched:.1f} s around the burst ({other_share:.0%} of the host)"
         + ("  <- disturbed: figures are pessimistic" if other_share > 0.1 else "")
+    )
+    print(
+        "  the whole host in that time, CPU-s by kind: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result["cpu_kinds"].items())
     )
     if problems:
         print(f"  worker log problems ({len(problems)}):")

@@ -106,19 +106,24 @@ class TestTakingTheHead:
         assert got["status"] == "dispatching"
         assert (await _get(client, tenant, pool["id"], "?status=queued"))["items"] == []
 
-    async def test_a_held_item_cannot_be_edited_or_removed(
+    async def test_a_held_item_cannot_be_edited_moved_or_removed(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
         pool, _ = await active_pool(client, tenant)
-        a, _b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
+        a, b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
         clock.set(NINE)
         await engine.ticker.tick()
         url = f"/api/v1/pools/{pool['id']}/videos/{a}"
-        r = await client.patch(url, json={"title": "new"}, headers=tenant.headers)
-        assert r.status_code == 409, r.text
+        for change in ({"title": "new"}, {"position": 0}, {"position": 1}):
+            r = await client.patch(url, json=change, headers=tenant.headers)
+            assert r.status_code == 409, (change, r.text)
         r = await client.delete(url, headers=tenant.headers)
         assert r.status_code == 409, r.text
         assert await _stored(app, a) == ("queued", None)
+        got = await _get(client, tenant, pool["id"], f"/{a}")
+        assert (got["status"], got["title"], got["position"]) == ("dispatching", "v0", None)
+        queue = await _get(client, tenant, pool["id"], "?status=queued")
+        assert [(i["id"], i["position"]) for i in queue["items"]] == [(b, 0)]
 
     async def test_deleting_the_slot_of_a_held_item_skips_it_interrupted(
         self, client, tenant, engine, clock, app, sample_mp4

@@ -56,6 +56,25 @@ async def head_item(session: AsyncSession, pool_id: str) -> QueueItem | None:
     )
 
 
+# The columns of a delivery row, in the order `delivery_rows` gives their values.
+DELIVERY_KEYS = (
+    "id",
+    "firing_id",
+    "item_id",
+    "account_id",
+    "platform",
+    "status",
+    "reason",
+    "detail",
+    "attempts",
+    "lease_token",
+    "job",
+    "retry_until",
+    "created_at",
+    "finished_at",
+)
+
+
 def delivery_rows(
     firing_id: str,
     item_id: str,
@@ -64,52 +83,31 @@ def delivery_rows(
     now: datetime,
     retry_until: datetime,
     ids: Iterator[str] | None = None,
-) -> tuple[list[dict[str, Any]], bool]:
-    """One delivery row per slot account (in slot order) and whether all are already
-    final: a disabled or re-auth account is skipped here, without calling the platform.
-    `ids` hands out the rows' ids when the caller made them in bulk."""
-    rows: list[dict[str, Any]] = []
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """One delivery row (the values of DELIVERY_KEYS) per slot account, in slot order, and
+    whether all are already final: a disabled or re-auth account is skipped here, without
+    calling the platform. `ids` hands out the rows' ids when the caller made them in bulk."""
+    rows: list[tuple[Any, ...]] = []
     all_final = True
     for account_id in account_ids:
         account = accounts.get(account_id)
         if account is None:
             continue
-        row: dict[str, Any] = {
-            "id": next(ids) if ids is not None else new_id(),
-            "firing_id": firing_id,
-            "item_id": item_id,
-            "account_id": account_id,
-            "platform": account.platform,
-            "status": "pending",
-            "reason": None,
-            "detail": None,
-            "attempts": 0,
-            "lease_token": 0,
-            "job": NO_JOB,
-            "retry_until": retry_until,
-            "created_at": now,
-            "finished_at": None,
-        }
+        delivery_id = next(ids) if ids is not None else new_id()
         status = account.status
         if status == "disabled":
-            row.update(
-                status="skipped",
-                reason="account_disabled",
-                finished_at=now,
-                detail=f"account “{account.name}” is disabled",
-            )
+            reason, detail = "account_disabled", f"account “{account.name}” is disabled"
         elif status == "needs_reauth":
-            row.update(
-                status="skipped",
-                reason="auth_expired",
-                finished_at=now,
-                detail=f"account “{account.name}” needs to be reconnected",
-            )
+            reason, detail = "auth_expired", f"account “{account.name}” needs to be reconnected"
         else:
             all_final = False
-        if row["status"] == "skipped":  # final without an attempt: counted here
-            metrics.delivery_finished(account.platform, "skipped", row["reason"])
-        rows.append(row)
+            pending = "pending", None, None, 0, 0, NO_JOB, retry_until, now, None
+            rows.append((delivery_id, firing_id, item_id, account_id, account.platform, *pending))
+            continue
+        # Final without an attempt: counted here.
+        metrics.delivery_finished(account.platform, "skipped", reason)
+        skipped = "skipped", reason, detail, 0, 0, NO_JOB, retry_until, now, now
+        rows.append((delivery_id, firing_id, item_id, account_id, account.platform, *skipped))
     return rows, all_final
 
 
@@ -193,7 +191,9 @@ async def fire(
     )
     await session.flush()
     if rows:
-        await session.execute(insert(Delivery.__table__), rows)
+        await session.execute(
+            insert(Delivery.__table__), [dict(zip(DELIVERY_KEYS, r, strict=True)) for r in rows]
+        )
     await settle(session, firing, now)
     await _check_running_low(session, settings, pool, now)
     return firing

@@ -143,12 +143,11 @@ def _unnest_sql(table: Table, keys: tuple[str, ...], dialect: Dialect) -> str:
     return sql
 
 
-def _converted(table: Table, keys: Sequence[str], rows: list[dict[str, Any]], dialect: Dialect):  # type: ignore[no-untyped-def]
-    """Each row's values in `keys` order, through the column processors (memoised)."""
-    columns = []
-    for key in keys:
+def _converted(table: Table, keys: Sequence[str], columns: list[Sequence[Any]], dialect: Dialect):  # type: ignore[no-untyped-def]
+    """Each column's values (in `keys` order) through the column's processor (memoised)."""
+    out_columns = []
+    for key, values in zip(keys, columns, strict=True):
         proc = _processor(table, key, dialect)
-        values = [row[key] for row in rows]
         if proc is not None:
             memo: dict[Any, Any] = {}
             out = []
@@ -166,8 +165,8 @@ def _converted(table: Table, keys: Sequence[str], rows: list[dict[str, Any]], di
                     except KeyError:
                         out.append(memo.setdefault(v, proc(v)))
             values = out
-        columns.append(values)
-    return columns
+        out_columns.append(values)
+    return out_columns
 
 
 async def insert_rows(
@@ -179,32 +178,58 @@ async def insert_rows(
     session's transaction instead (see `_copy`)."""
     if not rows:
         return
+    keys = tuple(rows[0])
+    await _insert_columns(session, table, keys, [[r[k] for r in rows] for k in keys], copy)
+
+
+async def insert_records(
+    session: AsyncSession,
+    table: Table,
+    keys: tuple[str, ...],
+    records: list[tuple[Any, ...]],
+    *,
+    copy: bool = False,
+) -> None:
+    """`insert_rows` for rows given as tuples of the values of `keys`, in that order (the
+    ticker's firings and deliveries: cheaper to build than dicts, by the thousand)."""
+    if records:
+        await _insert_columns(session, table, keys, list(zip(*records, strict=True)), copy)
+
+
+async def _insert_columns(
+    session: AsyncSession,
+    table: Table,
+    keys: tuple[str, ...],
+    columns: list[Sequence[Any]],
+    copy: bool,
+) -> None:
     conn: AsyncConnection = await session.connection()
     dialect = conn.dialect
-    keys = tuple(rows[0])
+    columns = _converted(table, keys, columns, dialect)
     if dialect.paramstyle == "numeric_dollar":  # asyncpg
-        if copy and await _copy(conn, table, keys, rows):
+        if copy and await _copy(conn, table, keys, columns):
             return
         sql = _unnest_sql(table, keys, dialect)
-        for start in range(0, len(rows), MAX_ARRAY_ROWS):
-            columns = _converted(table, keys, rows[start : start + MAX_ARRAY_ROWS], dialect)
-            await conn.exec_driver_sql(sql, tuple(columns))
+        for start in range(0, len(columns[0]), MAX_ARRAY_ROWS):
+            chunk = tuple(list(c[start : start + MAX_ARRAY_ROWS]) for c in columns)
+            await conn.exec_driver_sql(sql, chunk)
         return
     if dialect.paramstyle != "qmark":
+        rows = [dict(zip(keys, r, strict=True)) for r in zip(*columns, strict=True)]
         await conn.execute(insert(table), rows)
         return
+    n = len(columns[0])
     per = max(1, min(MAX_ROWS, MAX_PARAMS // len(keys)))
-    for start in range(0, len(rows), per):
-        chunk = rows[start : start + per]
-        columns = _converted(table, keys, chunk, dialect)
-        flat = [v for row in zip(*columns, strict=True) for v in row]
-        await conn.exec_driver_sql(_insert_sql(table, keys, len(chunk), dialect), tuple(flat))
+    for start in range(0, n, per):
+        rows = list(zip(*(c[start : start + per] for c in columns), strict=True))
+        flat = [v for row in rows for v in row]
+        await conn.exec_driver_sql(_insert_sql(table, keys, len(rows), dialect), tuple(flat))
 
 
 async def _copy(
-    conn: AsyncConnection, table: Table, keys: tuple[str, ...], rows: list[dict[str, Any]]
+    conn: AsyncConnection, table: Table, keys: tuple[str, ...], columns: list[Sequence[Any]]
 ) -> bool:
-    """Binary ``COPY table (keys) FROM STDIN`` of `rows` on the session's asyncpg
+    """Binary ``COPY table (keys) FROM STDIN`` of the `columns` on the session's asyncpg
     connection, inside its open transaction; False (nothing written) when none is open
     yet. Cheaper than ``unnest()`` for the engine: asyncpg encodes each row as a record,
     where an array parameter costs it two ``isinstance`` checks against ABCs per element;
@@ -215,7 +240,6 @@ async def _copy(
     assert driver is not None
     if not driver.is_in_transaction():
         return False
-    columns = _converted(table, keys, rows, conn.dialect)
     try:
         await driver.copy_records_to_table(
             table.name, records=list(zip(*columns, strict=True)), columns=keys

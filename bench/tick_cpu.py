@@ -3,7 +3,7 @@ lateness on a shared machine.
 
     .venv/bin/python bench/tick_cpu.py [--slots N] [--store sqlite|postgres]
         [--batch-size B] [--lanes L] [--history-days D] [--src DIR] [--profile FILE] [--sql-timing]
-        [--sql-cpu]
+        [--sql-cpu] [--against DIR [--runs N]]
 
 Seeds a fresh store as ``burst.py`` does (N pools due at T, warm-up pools fired
 first), sets a frozen clock to T and runs ``Ticker.tick()`` once, which fires
@@ -13,6 +13,12 @@ the run database's server backends, each per firing. No poller, no other
 process: run it twice back to back to compare two versions of the code, e.g.
 ``--src /tmp/other-checkout/src`` for another checkout (imported instead of this one).
 The start-up heap is frozen first, as ``uploadpools worker`` does.
+
+``--against DIR --runs N``: an A/B comparison on a noisy host. N runs of this code (or
+``--src``) alternated with N of the ``uploadpools`` package under DIR (e.g. the ``src``
+of a detached worktree), each run a fresh process, seeding and database; prints every
+run, then the median, mean and minimum of each side's engine and server CPU per firing,
+and the ratio of the medians. Single runs on these machines vary by ±10 %.
 
 ``--sql-cpu`` (PostgreSQL): the server CPU of each statement, read from its backend's
 ``/proc/PID/schedstat`` (nanoseconds on CPU) before and after it; the engine's binary
@@ -25,7 +31,10 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import secrets
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,15 +176,57 @@ async def measure(
     n = max(1, result.total)
     line = (
         f"tick: firings={result.total} batch={settings.engine_batch_size} wall={wall:.2f}s "
-        f"cpu={cpu:.2f}s ({cpu / n * 1e6:.0f} µs/firing)"
+        f"cpu={cpu:.3f}s ({cpu / n * 1e6:.0f} µs/firing)"
     )
     if server is not None:
-        line += f" server={server:.2f}s ({server / n * 1e6:.0f} µs/firing)"
+        line += f" server={server:.3f}s ({server / n * 1e6:.0f} µs/firing)"
     print(line)
     if timer:
         timer.report()
     if cpu_timer:
         cpu_timer.report(n)
+
+
+_TICK = re.compile(r"^tick: firings=(\d+) .*? cpu=([\d.]+)s .*?(?:server=([\d.]+)s|$)")
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Alternate this code and `--against`'s, `--runs` times each, a process per run."""
+    this = (args.src or Path(__file__).resolve().parent.parent / "src").resolve()
+    sides = {"this": this, "against": args.against.resolve()}
+    common = ["--slots", str(args.slots), "--store", args.store]
+    common += ["--postgres-url", args.postgres_url, "--history-days", str(args.history_days)]
+    for flag, value in (("--batch-size", args.batch_size), ("--lanes", args.lanes)):
+        if value:
+            common += [flag, str(value)]
+    got: dict[str, dict[str, list[float]]] = {side: {"engine": [], "server": []} for side in sides}
+    for i in range(args.runs):
+        for side, src in sides.items():
+            cmd = [sys.executable, str(Path(__file__).resolve()), *common, "--src", str(src)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            match = next(filter(None, map(_TICK.match, out.splitlines())), None)
+            if match is None:
+                raise SystemExit(f"no tick line from {src}:\n{out}")
+            n = max(1, int(match[1]))
+            line = f"run {i + 1} {side:>7}: engine {float(match[2]) / n * 1e6:.1f} µs/firing"
+            got[side]["engine"].append(float(match[2]) / n * 1e6)
+            if match[3]:
+                got[side]["server"].append(float(match[3]) / n * 1e6)
+                line += f", server {float(match[3]) / n * 1e6:.1f}"
+            print(line, flush=True)
+    for name in ("engine", "server"):
+        if not all(got[side][name] for side in sides):
+            continue
+        for side in sides:
+            values = got[side][name]
+            print(
+                f"{name} µs/firing, {side} ({sides[side]}): median "
+                f"{statistics.median(values):.1f}, mean {statistics.mean(values):.1f}, "
+                f"min {min(values):.1f}"
+            )
+        ratio = statistics.median(got["this"][name]) / statistics.median(got["against"][name])
+        print(f"{name}: this / against = {ratio:.3f} (medians of {args.runs} runs each)")
+    return 0
 
 
 def main() -> int:
@@ -196,7 +247,15 @@ def main() -> int:
     parser.add_argument(
         "--sql-cpu", action="store_true", help="PostgreSQL: server CPU of each statement"
     )
+    parser.add_argument(
+        "--against", type=Path, default=None, help="compare with the uploadpools under DIR"
+    )
+    parser.add_argument("--runs", type=int, default=5, help="runs of each side (--against)")
     args = parser.parse_args()
+    if args.against:
+        if args.profile or args.sql_timing or args.sql_cpu:
+            parser.error("--against measures whole ticks only")
+        return compare(args)
     if args.src:
         sys.path.insert(0, str(args.src.resolve()))
     for k in [k for k in os.environ if k.startswith("UPLOADPOOLS_")]:

@@ -14,7 +14,7 @@ import time
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]  # 10 bits -> two digits
-_SHIFTS = range(120, -1, -10)
+_HIGH, _LOW = range(120, 79, -10), range(70, -1, -10)  # the millisecond digits, the rest
 _lock = threading.Lock()
 _last = 0
 
@@ -38,5 +38,15 @@ def new_ids(n: int) -> list[str]:
             values.append(value)
             last = value
         _last = last
-    pairs, shifts = _PAIRS, _SHIFTS
-    return ["".join([pairs[v >> s & 1023] for s in shifts]) for v in values]
+    # The first ten digits are the millisecond's (and two zero bits): spelled once per
+    # millisecond, not once per id (a batch shares one).
+    pairs = _PAIRS
+    prefixes: dict[int, str] = {}
+    out = []
+    for v in values:
+        high = v >> 80
+        prefix = prefixes.get(high)
+        if prefix is None:
+            prefix = prefixes[high] = "".join([pairs[v >> s & 1023] for s in _HIGH])
+        out.append(prefix + "".join([pairs[v >> s & 1023] for s in _LOW]))
+    return out

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from uploadpools import schedule
 from uploadpools.models import Firing, Pool, PoolStateChange, Slot
+from uploadpools.models.firing import SCHEDULED
 from uploadpools.pools import forecast
 
 
@@ -111,7 +112,7 @@ async def audit(
             await session.scalars(
                 select(Firing).where(
                     Firing.slot_id == slot.id,
-                    Firing.kind == "scheduled",
+                    Firing.kind == SCHEDULED,
                     Firing.local_date <= expected[-1].local_date,
                 )
             )

@@ -46,6 +46,7 @@ from uploadpools.models import (
     SlotAccount,
 )
 from uploadpools.models.engine_node import STALE_AFTER_SECONDS
+from uploadpools.models.firing import SCHEDULED
 from uploadpools.models.item import QUEUED, held_by_firing, waiting
 from uploadpools.notifications.service import insert_notices
 from uploadpools.ops import metrics
@@ -335,7 +336,7 @@ class Ticker:
             # Plain IN lists (not row values) so both databases use the unique index.
             rows = await conn.execute(
                 select(Firing.slot_id, Firing.local_date).where(
-                    Firing.kind == "scheduled",
+                    Firing.kind == SCHEDULED,
                     bulk.any_of(db, Firing.slot_id, {w[0] for w in wanted}),
                     Firing.local_date.in_({w[1] for w in wanted}),
                 )

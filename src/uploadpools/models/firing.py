@@ -12,6 +12,9 @@ FIRING_OUTCOMES = ("pending", "dispatched", "partial", "skipped", "empty", "miss
 
 # `outcome = 'pending'` with the value in the statement's text (see QUEUED in item.py).
 PENDING = literal_column("'pending'", String(16))
+# `kind = 'scheduled'` in the statement's text: the (slot, local date) key is a partial
+# index on it, which a prepared statement's generic plan can use only then.
+SCHEDULED = literal_column("'scheduled'", String(16))
 
 
 class Firing(Base):

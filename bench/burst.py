@@ -3,7 +3,7 @@
     .venv/bin/python bench/burst.py [--slots N] [--store sqlite|postgres] [--workers W]
         [--postgres-url URL] [--batch-size B] [--history-days D] [--timeout S]
         [--poll-margin S] [--poll-interval S] [--lanes L] [--no-checkpoint]
-        [--profile FILE | --sql-timing]
+        [--profile FILE | --sql-timing] [--against DIR [--runs N]]
 
 Seeds N active pools on a fresh store (SQLite in a temp dir, or a fresh PostgreSQL
 database that is dropped afterwards), each with one daily slot at 09:00 UTC on a
@@ -26,7 +26,13 @@ empty, as on a service that has been running. Then:
 4. Afterwards: duplicates per (slot, local date), firings that did not happen (or were
    recorded as missed), deliveries, slots left due.
 
-The last line printed is the summary:
+``--against DIR --runs N`` alternates N runs of this code with N of the ``uploadpools``
+package under DIR (a detached worktree's ``src``; the worker processes inherit the
+``PYTHONPATH``), each a fresh process and store, prints every run's figures, each side's
+medians, and the ratio of the p99 medians. The same code's p99 moves by 10 to 20 % from run
+to run on these machines.
+
+The last line printed (of a single run) is the summary:
 
     burst: slots=N store=S workers=W p50=<x>s p99=<y>s dropped=D duplicates=K
 
@@ -42,9 +48,11 @@ import cProfile
 import multiprocessing
 import os
 import pstats
+import re
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +66,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import (
+    REPO,
     install_sigterm_as_exit,
     quantiles_ms,
     temporary_postgres_database,
@@ -1123,6 +1132,71 @@ def report(
     return 0
 
 
+_SUMMARY = re.compile(
+    r"^burst: slots=\d+ .*? p50=([\d.]+)s p99=([\d.]+)s dropped=(\d+) duplicates=(\d+)"
+)
+_ENGINE_CPU = re.compile(r"engine CPU during the burst: ([\d.]+) s")
+_SERVER_CPU = re.compile(r"the PostgreSQL server ([\d.]+) CPU-s")
+
+
+def _without(argv: list[str], *options: str) -> list[str]:
+    """`argv` without the given options and their values."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in options:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in options)):
+            out.append(arg)
+    return out
+
+
+def compare(against: Path, runs: int, argv: list[str]) -> int:
+    """`runs` bursts of this code alternated with `runs` of the package under `against`
+    (``PYTHONPATH``, which the worker processes inherit), each a fresh process and store;
+    every run's figures, then each side's medians and the ratio of the p99 medians."""
+    sides = {"this": REPO / "src", "against": against.resolve()}
+    got: dict[str, dict[str, list[float]]] = {
+        side: {"p50": [], "p99": [], "engine": [], "server": []} for side in sides
+    }
+    for i in range(runs):
+        for side, src in sides.items():
+            env = dict(os.environ, PYTHONPATH=str(src))
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *argv],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            found = {
+                name: next(filter(None, map(rx.search, proc.stdout.splitlines())), None)
+                for name, rx in (("s", _SUMMARY), ("e", _ENGINE_CPU), ("v", _SERVER_CPU))
+            }
+            summary = found["s"]
+            if proc.returncode or summary is None:
+                tail = (proc.stdout + proc.stderr).strip().splitlines()[-15:]
+                print(f"run {i + 1} {side} failed:", *tail, sep="\n  ")
+                return 1
+            got[side]["p50"].append(float(summary[1]))
+            got[side]["p99"].append(float(summary[2]))
+            line = (
+                f"run {i + 1} {side:>7}: p50 {summary[1]} s, p99 {summary[2]} s, "
+                f"dropped {summary[3]}, duplicates {summary[4]}"
+            )
+            for key, label in (("e", "engine"), ("v", "server")):
+                if found[key] is not None:
+                    got[side][label].append(float(found[key][1]))
+                    line += f", {label} {found[key][1]} CPU-s"
+            print(line, flush=True)
+    for side, src in sides.items():
+        medians = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in got[side].items() if v)
+        print(f"{side} ({src}): medians {medians}")
+    ratio = statistics.median(got["this"]["p99"]) / statistics.median(got["against"]["p99"])
+    print(f"p99: this / against = {ratio:.3f} (medians of {runs} runs each)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slots", type=int, default=10_000, help="slots due at T (default 10000)")
@@ -1187,7 +1261,16 @@ def main() -> int:
         action="store_true",
         help="sqlite only: time the engine's SQL statements (no cProfile)",
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        default=None,
+        help="alternate runs of this code with the uploadpools package under DIR",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side (--against)")
     args = parser.parse_args()
+    if args.against:
+        return compare(args.against, args.runs, _without(sys.argv[1:], "--against", "--runs"))
     if args.slots < 1 or args.workers < 1:
         parser.error("--slots and --workers must be at least 1")
     if args.store == "sqlite" and args.workers != 1:

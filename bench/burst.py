@@ -1,7 +1,7 @@
 """Burst benchmark: N slots due at one instant; how late is each firing, how fast do they go.
 
     .venv/bin/python bench/burst.py [--slots N] [--store sqlite|postgres] [--workers W]
-        [--postgres-url URL] [--batch-size B] [--history-days D] [--timeout S]
+        [--postgres-url URL] [--batch-size B] [--history-days D] [--queue-depth Q] [--timeout S]
         [--poll-margin S] [--poll-interval S] [--lanes L] [--no-checkpoint]
         [--profile FILE | --sql-timing] [--against DIR [--runs N]]
 
@@ -145,7 +145,7 @@ def scratch_dir() -> Iterator[Path]:
 # -- seeding ---------------------------------------------------------------------------------
 
 
-async def seed(settings: Any, slots: int, history_days: int = 0) -> list[str]:
+async def seed(settings: Any, slots: int, history_days: int = 0, queue_depth: int = 1) -> list[str]:
     """One paid user and workspace, one webhook account, ``slots`` measured pools
     (``burst-*``) and WARMUP_POOLS warm-up pools (``warmup-*``): each pool one slot, one
     ready media row and one queued item. With ``history_days``, each pool also has that
@@ -266,6 +266,15 @@ async def seed(settings: Any, slots: int, history_days: int = 0) -> list[str]:
                         enqueued_at=now,
                     )
                 )
+                for k in range(1, queue_depth):  # the rest of the queue, behind the head
+                    rows[QueueItem].append(
+                        {
+                            **rows[QueueItem][-1],
+                            "id": new_id(),
+                            "seq": (history_days + 1 + k) << 20,
+                            "title": f"{name}-{k}",
+                        }
+                    )
                 for d in range(1, history_days + 1):
                     past = at - timedelta(days=d)
                     hmid, hiid, hfid = new_id(), new_id(), new_id()
@@ -961,7 +970,7 @@ def run(args: argparse.Namespace) -> int:
 
         t0 = time.perf_counter()
         run_upgrade(settings)
-        warm_slots = asyncio.run(seed(settings, n, args.history_days))
+        warm_slots = asyncio.run(seed(settings, n, args.history_days, args.queue_depth))
         print(
             f"  migrated and seeded {n + WARMUP_POOLS:,} pools in {time.perf_counter() - t0:.1f} s"
         )
@@ -1224,6 +1233,12 @@ def main() -> int:
         type=int,
         default=1,
         help="past days of posted videos per pool (default 1; 0: a fresh install)",
+    )
+    parser.add_argument(
+        "--queue-depth",
+        type=int,
+        default=1,
+        help="videos queued in each pool (default 1: the one the burst posts)",
     )
     parser.add_argument(
         "--timeout",

@@ -2,7 +2,7 @@
 lateness on a shared machine.
 
     .venv/bin/python bench/tick_cpu.py [--slots N] [--store sqlite|postgres]
-        [--batch-size B] [--lanes L] [--history-days D] [--src DIR] [--profile FILE] [--sql-timing]
+        [--batch-size B] [--lanes L] [--history-days D] [--queue-depth Q] [--src DIR] [--profile FILE] [--sql-timing]
         [--sql-cpu] [--against DIR [--runs N]]
 
 Seeds a fresh store as ``burst.py`` does (N pools due at T, warm-up pools fired
@@ -126,6 +126,7 @@ async def measure(
     settings: Any,
     slots: int,
     history_days: int,
+    queue_depth: int,
     profile: Path | None,
     sql_timing: bool = False,
     sql_cpu: bool = False,
@@ -136,7 +137,7 @@ async def measure(
     from uploadpools.kit.clock import FrozenClock
     from uploadpools.store.engine import create_engine, create_sessionmaker
 
-    await burst.seed(settings, slots, history_days)
+    await burst.seed(settings, slots, history_days, queue_depth)
     engine = create_engine(settings)
     clock = FrozenClock(burst.WARMUP_AT + timedelta(seconds=1))
     ticker = Ticker(create_sessionmaker(engine), settings, clock)
@@ -196,6 +197,7 @@ def compare(args: argparse.Namespace) -> int:
     sides = {"this": this, "against": args.against.resolve()}
     common = ["--slots", str(args.slots), "--store", args.store]
     common += ["--postgres-url", args.postgres_url, "--history-days", str(args.history_days)]
+    common += ["--queue-depth", str(args.queue_depth)]
     for flag, value in (("--batch-size", args.batch_size), ("--lanes", args.lanes)):
         if value:
             common += [flag, str(value)]
@@ -236,6 +238,9 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--history-days", type=int, default=1)
+    parser.add_argument(
+        "--queue-depth", type=int, default=1, help="videos queued in each pool (default 1)"
+    )
     parser.add_argument(
         "--lanes", type=int, default=None, help="ticker_concurrency (default: the setting's)"
     )
@@ -289,6 +294,7 @@ def main() -> int:
                     settings,
                     args.slots,
                     args.history_days,
+                    args.queue_depth,
                     args.profile,
                     args.sql_timing,
                     args.sql_cpu,

@@ -19,7 +19,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Interval, func, literal, select, update
+from sqlalchemy import Interval, func, literal, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
@@ -51,7 +51,6 @@ from uploadpools.models.item import QUEUED, held_by_firing, waiting
 from uploadpools.notifications.service import insert_notices
 from uploadpools.ops import metrics
 from uploadpools.pools import forecast
-from uploadpools.pools.repository import SlotView
 from uploadpools.store import bulk
 from uploadpools.store.engine import session_scope
 
@@ -205,6 +204,34 @@ def _missed_message(pool: _PoolRow, slot: _SlotRow, occs: list[schedule.Occurren
     )
 
 
+def _coming(
+    pool: _PoolRow,
+    slots: list[_SlotRow],
+    links: dict[str, list[str]],
+    now: datetime,
+    horizon: datetime,
+) -> int:
+    """The pool's firings after `now` up to `horizon` (its slots with accounts)."""
+    firing = tuple((s.time, s.days_mask) for s in slots if links.get(s.id))
+    return _coming_of(firing, pool.timezone, now, horizon)
+
+
+@lru_cache(maxsize=4096)
+def _coming_of(
+    slots: tuple[tuple[str, int], ...], timezone: str, now: datetime, horizon: datetime
+) -> int:
+    """Memoised: the pools fired together mostly share their slots' times and zone."""
+    zone = schedule.load_zone(timezone)
+    n = 0
+    for t, mask in slots:
+        days = forecast.days_from_mask(mask)
+        for occ in schedule.occurrences(schedule.parse_time(t), days, zone, now):
+            if occ.at > horizon:
+                break
+            n += 1
+    return n
+
+
 class Ticker:
     def __init__(
         self, maker: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock
@@ -347,7 +374,21 @@ class Ticker:
             pid: sum(1 for d in plan if d.missed is None and (d.slot.id, d.local_date) not in taken)
             for pid, plan in plans.items()
         }
-        heads, queued = await self._heads(session, db, {pid: n for pid, n in need.items() if n})
+        # Running low is judged against the firings coming within the horizon: the head
+        # query looks at least that far down the queues that may need it (an upper bound,
+        # a slot fires at most once a day; see `_running_low`).
+        hours = self.settings.low_queue_hours
+        look = max(
+            (
+                sum(hours // 24 + 2 for s in slots_by_pool[pid] if links.get(s.id))
+                for pid, p in pools.items()
+                if need[pid] and p.low_since is None
+            ),
+            default=0,
+        )
+        heads, front = await self._heads(
+            session, db, {pid: n for pid, n in need.items() if n}, look if hours > 0 else 0
+        )
         account_ids = {a for ids in links.values() for a in ids}
         accounts = (
             {
@@ -450,45 +491,64 @@ class Ticker:
             firing = await session.get(Firing, fid)
             assert firing is not None
             await settle(session, firing, now)
-        if fired_pools and self.settings.low_queue_hours > 0:
-            # Queues the head query saw whole need no count: what is left is known.
-            left = {p: queued[p] - len(heads_taken[p]) for p in fired_pools if p in queued}
+        if fired_pools and hours > 0:
             await self._running_low(
-                session, [pools[p] for p in fired_pools], slots_by_pool, links, left, now
+                session,
+                [pools[p] for p in fired_pools],
+                slots_by_pool,
+                links,
+                front,
+                heads_taken,
+                now,
             )
         return len(pools)
 
     async def _heads(
-        self, session: AsyncSession, db: str, need: dict[str, int]
-    ) -> tuple[dict[str, list[str]], dict[str, int]]:
+        self, session: AsyncSession, db: str, need: dict[str, int], look: int
+    ) -> tuple[dict[str, list[str]], dict[str, tuple[int, bool]]]:
         """The first `need[pool]` ready items waiting in each pool's queue, in queue order;
-        and the number of items waiting in each pool whose whole queue the query saw."""
+        and, per pool, the items waiting among the queued rows read (`look` more than it
+        needs, at least) and whether those were the whole queue."""
         if not need:
             return {}, {}
-        rn = (
-            func.row_number()
-            .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
-            .label("rn")
-        )
-        # Rank the queues first, then look at the few head rows' media, by primary key:
-        # joining media in the ranked query lets SQLite start from the (large) media
-        # table, and `state = 'ready'` in SQL lets it pick the state index and read every
-        # ready video in the database; so the state is read and compared here.
+        # The queues' first rows first, then their media, by primary key: joining media
+        # in the ranking lets SQLite start from the (large) media table, and `state =
+        # 'ready'` in SQL lets it pick the state index and read every ready video in the
+        # database; so the state is read and compared here.
         slack = 4
-        window = max(need.values()) + slack
-        ranked = (
-            select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
-            .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.stored_status == QUEUED)
-            .subquery()
-        )
-        # Whether a pending firing holds each of those rows (dispatching) is read by the
-        # same statement, in the same snapshot as the stored status: read apart, a post
-        # settling in between (stored `dispatched`, firing no longer pending) would look
-        # like a waiting item. A scalar subquery with LIMIT per window row, an index
-        # probe each: a `NOT EXISTS` may be planned as a hash over the firing history.
+        window = max(need.values()) + max(slack, look)
         conn = await session.connection()
-        rows = (
-            await conn.execute(
+        if db == "postgresql":
+            # Per pool, its first `window` queued rows only, by the queue index (LATERAL
+            # … LIMIT): ranking the whole queue first would read every queued row of
+            # every pool, and a pool's queue is often dozens deep.
+            head = (
+                select(QueueItem.id, QueueItem.media_id, QueueItem.seq)
+                .where(QueueItem.pool_id == Pool.id, QueueItem.stored_status == QUEUED)
+                .order_by(QueueItem.seq, QueueItem.id)
+                .limit(window)
+                .lateral("head")
+            )
+            query = (
+                select(head.c.id, Pool.id, Media.state, held_by_firing(head.c.id).is_not(None))
+                .select_from(Pool)
+                .join(head, true())
+                .join(Media, Media.id == head.c.media_id)
+                .where(bulk.any_of(db, Pool.id, need))
+                .order_by(Pool.id, head.c.seq, head.c.id)
+            )
+        else:  # SQLite has no LATERAL: rank the queues, keep the first `window` rows
+            rn = (
+                func.row_number()
+                .over(partition_by=QueueItem.pool_id, order_by=(QueueItem.seq, QueueItem.id))
+                .label("rn")
+            )
+            ranked = (
+                select(QueueItem.id, QueueItem.pool_id, QueueItem.media_id, rn)
+                .where(bulk.any_of(db, QueueItem.pool_id, need), QueueItem.stored_status == QUEUED)
+                .subquery()
+            )
+            query = (
                 select(
                     ranked.c.id,
                     ranked.c.pool_id,
@@ -499,7 +559,12 @@ class Ticker:
                 .where(ranked.c.rn <= window)
                 .order_by(ranked.c.pool_id, ranked.c.rn)
             )
-        ).all()
+        # Whether a pending firing holds each of those rows (dispatching) is read by the
+        # same statement, in the same snapshot as the stored status: read apart, a post
+        # settling in between (stored `dispatched`, firing no longer pending) would look
+        # like a waiting item. A scalar subquery with LIMIT per window row, an index
+        # probe each: a `NOT EXISTS` may be planned as a hash over the firing history.
+        rows = (await conn.execute(query)).all()
         out: dict[str, list[str]] = defaultdict(list)
         seen: dict[str, int] = defaultdict(int)
         waiting_seen: dict[str, int] = defaultdict(int)
@@ -525,7 +590,7 @@ class Ticker:
                     .limit(n)
                 )
                 out[pool_id] = list(more.all())
-        return out, {p: waiting_seen[p] for p in need if seen[p] < window}
+        return out, {p: (waiting_seen[p], seen[p] < window) for p in need}
 
     async def _running_low(
         self,
@@ -533,38 +598,46 @@ class Ticker:
         pools: list[_PoolRow],
         slots_by_pool: dict[str, list[_SlotRow]],
         links: dict[str, list[str]],
-        known_left: dict[str, int],
+        front: dict[str, tuple[int, bool]],
+        taken: dict[str, list[str]],
         now: datetime,
     ) -> None:
+        """Tell the workspace once when a pool holds fewer videos than the firings coming
+        within `low_queue_hours`. What the head query read of the queue answers it (it
+        reads more rows than can be coming); a queue is counted whole only when held items
+        among those rows left too few waiting to tell."""
         candidates = [p for p in pools if p.low_since is None and p.state == "active"]
-        if not candidates:
-            return
-        left = {p.id: known_left[p.id] for p in candidates if p.id in known_left}
-        unknown = [p.id for p in candidates if p.id not in known_left]
+        horizon = now + timedelta(hours=self.settings.low_queue_hours)
+        coming: dict[str, int] = {}
+        left: dict[str, int] = {}
+        unknown: list[_PoolRow] = []
+        for pool in candidates:
+            waiting_read, whole = front.get(pool.id, (0, True))
+            n = waiting_read - len(taken.get(pool.id, ()))
+            if whole and n == 0:
+                continue  # the empty-queue notice will speak when it matters
+            coming[pool.id] = _coming(pool, slots_by_pool[pool.id], links, now, horizon)
+            if whole or n >= coming[pool.id]:
+                left[pool.id] = n
+            else:
+                unknown.append(pool)
         if unknown:
             left.update(
                 (
                     await session.execute(
                         select(QueueItem.pool_id, func.count())
-                        .where(QueueItem.pool_id.in_(unknown), waiting(QueueItem))
+                        .where(QueueItem.pool_id.in_([p.id for p in unknown]), waiting(QueueItem))
                         .group_by(QueueItem.pool_id)
                     )
                 ).all()
             )
-        horizon = now + timedelta(hours=self.settings.low_queue_hours)
         notes = []
         lowered: list[str] = []
         for pool in candidates:
             n = int(left.get(pool.id, 0))
             if n == 0:
-                continue  # the empty-queue notice will speak when it matters
-            views = [SlotView(s, links.get(s.id, [])) for s in slots_by_pool[pool.id]]  # type: ignore[arg-type]
-            coming = 0
-            for _slot, occ in forecast.occurrences(pool, views, now):  # type: ignore[arg-type]
-                if occ.at > horizon or coming > n:
-                    break
-                coming += 1
-            if n < coming:
+                continue
+            if n < coming[pool.id]:
                 pool.low_since = now
                 lowered.append(pool.id)
                 notes.append(
@@ -572,7 +645,7 @@ class Ticker:
                         pool,  # type: ignore[arg-type]
                         "info",
                         "pool.running_low",
-                        low_queue_message(pool, n, coming, self.settings),
+                        low_queue_message(pool, n, coming[pool.id], self.settings),
                         now,
                     )
                 )

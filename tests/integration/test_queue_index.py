@@ -5,29 +5,18 @@ plan cannot use the index and reads the pool's whole history instead."""
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
-from sqlalchemy import event, text
 
 from apihelpers import make_account, make_pool, upload_n
 from media_samples import make_mp4
+from planhelpers import capture, generic_plan
 from uploadpools.engine.firing import head_item
 
 pytestmark = pytest.mark.asyncio
 
 # `queue_items.status = $2` / `= ?`: the status as a bound parameter.
 BOUND_STATUS = re.compile(r"queue_items\.status\s*(=|IN)\s*(\$\d+|\?|\()", re.IGNORECASE)
-
-
-def _capture(app: Any) -> list[tuple[str, Any]]:
-    seen: list[tuple[str, Any]] = []
-
-    @event.listens_for(app.state.uploadpools.engine.sync_engine, "before_cursor_execute")
-    def _record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
-        seen.append((statement, parameters))
-
-    return seen
 
 
 async def _pool_with_videos(client, tenant, tmp_path, n: int):  # type: ignore[no-untyped-def]
@@ -41,7 +30,7 @@ async def test_queue_queries_state_the_queued_status_in_their_text(
     client, tenant, app, engine, tmp_path
 ):
     pool = await _pool_with_videos(client, tenant, tmp_path, 3)
-    seen = _capture(app)
+    seen = capture(app)
     pid = pool["id"]
     h = tenant.headers
     items = (await client.get(f"/api/v1/pools/{pid}/videos", headers=h)).json()["items"]
@@ -68,19 +57,9 @@ async def test_the_queue_head_uses_the_queue_index_in_a_generic_plan(
     if not database_url.startswith("postgresql"):
         pytest.skip("PostgreSQL's plan cache")
     pool = await _pool_with_videos(client, tenant, tmp_path, 1)
-    seen = _capture(app)
+    seen = capture(app)
     async with app.state.uploadpools.maker() as s:
         assert await head_item(s, pool["id"]) is not None
         ((sql, params),) = [(q, p) for q, p in seen if "queue_items" in q]
-        args = ", ".join(
-            str(p) if isinstance(p, int) else "'" + str(p).replace("'", "''") + "'" for p in params
-        )
-        await s.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-        await s.execute(text("SET LOCAL enable_seqscan = off"))
-        conn = await s.connection()
-        await conn.exec_driver_sql(f"PREPARE queue_head AS {sql}")
-        plan = "\n".join(
-            r[0] for r in await conn.exec_driver_sql(f"EXPLAIN EXECUTE queue_head({args})")
-        )
-        await conn.exec_driver_sql("DEALLOCATE queue_head")
+        plan = await generic_plan(s, sql, params)
     assert "ix_queue_items_pool_status_seq" in plan, plan

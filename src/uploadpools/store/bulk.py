@@ -205,6 +205,10 @@ async def _insert_columns(
 ) -> None:
     conn: AsyncConnection = await session.connection()
     dialect = conn.dialect
+    if dialect.paramstyle not in ("numeric_dollar", "qmark"):  # SQLAlchemy binds them itself
+        rows = [dict(zip(keys, r, strict=True)) for r in zip(*columns, strict=True)]
+        await conn.execute(insert(table), rows)
+        return
     columns = _converted(table, keys, columns, dialect)
     if dialect.paramstyle == "numeric_dollar":  # asyncpg
         if copy and await _copy(conn, table, keys, columns):
@@ -213,10 +217,6 @@ async def _insert_columns(
         for start in range(0, len(columns[0]), MAX_ARRAY_ROWS):
             chunk = tuple(list(c[start : start + MAX_ARRAY_ROWS]) for c in columns)
             await conn.exec_driver_sql(sql, chunk)
-        return
-    if dialect.paramstyle != "qmark":
-        rows = [dict(zip(keys, r, strict=True)) for r in zip(*columns, strict=True)]
-        await conn.execute(insert(table), rows)
         return
     n = len(columns[0])
     per = max(1, min(MAX_ROWS, MAX_PARAMS // len(keys)))

@@ -36,6 +36,15 @@ async def _get(client, tenant, pool_id, path=""):  # type: ignore[no-untyped-def
     return r.json()
 
 
+async def _two_videos_first_held(client, tenant, engine, clock, video):  # type: ignore[no-untyped-def]
+    """An active pool with two videos queued; the 09:00 firing holds the first."""
+    pool, _ = await active_pool(client, tenant)
+    a, b = await upload_n(client, tenant, pool["id"], video, 2)
+    clock.set(NINE)
+    await engine.ticker.tick()
+    return pool, a, b
+
+
 class TestTakingTheHead:
     async def test_the_firing_holds_the_item_and_the_item_row_is_written_at_settling(
         self, client, tenant, engine, clock, app, sample_mp4
@@ -91,10 +100,7 @@ class TestTakingTheHead:
     async def test_post_next_now_skips_held_items_and_holds_its_own(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
-        pool, _ = await active_pool(client, tenant)
-        a, b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
-        clock.set(NINE)
-        await engine.ticker.tick()
+        pool, a, b = await _two_videos_first_held(client, tenant, engine, clock, sample_mp4)
         slot = pool["slots"][0]["id"]
         r = await client.post(
             f"/api/v1/pools/{pool['id']}/slots/{slot}/fire", headers=tenant.headers
@@ -109,10 +115,7 @@ class TestTakingTheHead:
     async def test_a_held_item_cannot_be_edited_moved_or_removed(
         self, client, tenant, engine, clock, app, sample_mp4
     ):
-        pool, _ = await active_pool(client, tenant)
-        a, b = await upload_n(client, tenant, pool["id"], sample_mp4, 2)
-        clock.set(NINE)
-        await engine.ticker.tick()
+        pool, a, b = await _two_videos_first_held(client, tenant, engine, clock, sample_mp4)
         url = f"/api/v1/pools/{pool['id']}/videos/{a}"
         for change in ({"title": "new"}, {"position": 0}, {"position": 1}):
             r = await client.patch(url, json=change, headers=tenant.headers)

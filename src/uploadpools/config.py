@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     # PostgreSQL: batches one ticker runs at once, each on its own connection (SQLite: 1).
     # Unset: 2 while it is the only live ticker, 1 while others run (engine/ticker.py).
     ticker_concurrency: int | None = Field(default=None, ge=1, le=16)
+    # PostgreSQL: how long before an instant a ticker may start writing its firings, in
+    # transactions it commits at the instant; the pools it has taken accept changes only
+    # after it (engine/ticker.py, `Ticker.lead`). It starts as late as its measured speed
+    # allows for the slots due then; 0 turns this off (SQLite never does it: one writer).
+    ticker_lead_max_seconds: float = Field(default=5.0, ge=0, le=60)
     dispatch_concurrency: int = Field(default=8, ge=1, le=256)
     lease_seconds: float = Field(default=60.0, ge=5)
     retry_window_minutes: float = Field(default=30.0, ge=0)

@@ -1,7 +1,8 @@
 """Many worker processes on PostgreSQL, killed at random: nothing doubled, nothing lost.
 
 1,000 active pools fire daily at 09:00 UTC for 10 days (10,000 occurrences, all of a
-day's due at one instant). Three `uploadpools worker` processes run the engine; every
+day's due at one instant; every other day the clock comes up to it, so the workers
+prepare the firings ahead and commit them at the instant). Three `uploadpools worker` processes run the engine; every
 ~1.5 s one of them is SIGKILLed and restarted (two kills a day, mid-burst). Time moves through a shared clock-offset
 file (a FrozenClock cannot cross processes); the test waits for the processes, it never
 sleeps to let time pass.
@@ -186,7 +187,10 @@ async def test_three_workers_killed_at_random_fire_everything_exactly_once(
     kills = 0
     try:
         for day in range(DAYS):
-            set_fake_now(offset_file, DAY0 + timedelta(days=day, seconds=1))
+            # Odd days: the clock comes up to the instant, so the workers prepare the
+            # day's firings ahead and commit them at 09:00 (Ticker.prepare; a kill may
+            # fall while they hold them). Even days: the instant has just passed.
+            set_fake_now(offset_file, DAY0 + timedelta(days=day, seconds=-2 if day % 2 else 1))
             # A hang guard, not a timing assertion: the day fails only after STALL_S
             # without any firing or delivery moving (a starved host is slow, not stuck).
             day_started = time.monotonic()
@@ -243,6 +247,7 @@ async def test_three_workers_killed_at_random_fire_everything_exactly_once(
     await engine.dispose()
 
     assert kills >= DAYS
+    assert "firing(s) prepared ahead for" in logs.read_text(errors="replace")
     assert len(firings) == POOLS * DAYS
     assert max(Counter((f.slot_id, f.local_date) for f in firings).values()) == 1, (
         "duplicate firing"

@@ -11,7 +11,9 @@ ticker or a restart can never fire an occurrence twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -19,7 +21,7 @@ from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Interval, func, literal, select, true, update
+from sqlalchemy import Interval, func, literal, select, true, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from uploadpools import schedule
@@ -83,7 +85,7 @@ class _PoolRow:
         "workspace_id",
     )
 
-    def __init__(self, row: Any) -> None:  # selected in __slots__ order
+    def __init__(self, row: Any) -> None:  # selected in __slots__ order (and more after)
         (
             self.empty_since,
             self.grace_minutes,
@@ -93,7 +95,7 @@ class _PoolRow:
             self.state,
             self.timezone,
             self.workspace_id,
-        ) = row
+        ) = row[:8]
 
 
 class _SlotRow:
@@ -232,6 +234,76 @@ def _coming_of(
     return n
 
 
+# `lead`: the wall seconds per firing a ticker assumes before it has prepared an instant
+# (about what two workers and PostgreSQL on two cores take, bench/README.md), the margin
+# for committing, and the smallest preparation it learns its speed from.
+DEFAULT_SECONDS_PER_FIRING = 100e-6
+LEAD_MARGIN_SECONDS = 0.05
+LEARN_FROM_FIRINGS = 200
+
+
+@dataclass
+class _Lane:
+    session: AsyncSession
+    result: TickResult = field(default_factory=TickResult)
+    created: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class Prepared:
+    """The firings of one instant, written ahead by `Ticker.prepare` in open
+    transactions (one per lane) that hold their pools' locks until `commit`."""
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+        self._lanes: list[_Lane] = []
+
+    def lane(self, maker: async_sessionmaker[AsyncSession]) -> _Lane:
+        lane = _Lane(maker())
+        self._lanes.append(lane)
+        return lane
+
+    @property
+    def result(self) -> TickResult:
+        """What the lanes hold (all of it, once committed)."""
+        out = TickResult()
+        for lane in self._lanes:
+            out.fired += lane.result.fired
+            out.missed += lane.result.missed
+            out.firing_ids += lane.result.firing_ids
+        return out
+
+    async def commit(self) -> TickResult:
+        """Commit every lane's transaction, each on its own (a lane that fails to commit
+        leaves its slots due, for the next tick); what was committed."""
+        committed = TickResult()
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            try:
+                await lane.session.commit()
+            except Exception:
+                log.exception("firings prepared for %s not committed", self.at)
+                continue
+            finally:
+                await lane.session.close()
+            committed.fired += lane.result.fired
+            committed.missed += lane.result.missed
+            committed.firing_ids += lane.result.firing_ids
+            if lane.created:
+                metrics.firings_created(Counter(map(_METRIC_KEY, lane.created)))
+        if committed.total:
+            log.info("committed %d firing(s) prepared ahead for %s", committed.total, self.at)
+        return committed
+
+    async def close(self) -> None:
+        """Roll back whatever was not committed (stopping, or preparing failed)."""
+        lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            with contextlib.suppress(Exception):
+                await lane.session.rollback()
+            with contextlib.suppress(Exception):
+                await lane.session.close()
+
+
 class Ticker:
     def __init__(
         self, maker: async_sessionmaker[AsyncSession], settings: Settings, clock: Clock
@@ -241,6 +313,8 @@ class Ticker:
         self.clock = clock
         bind = maker.kw.get("bind")
         self._dialect = bind.dialect.name if bind is not None else "sqlite"
+        # Wall seconds this process took per firing it prepared last (see `lead`).
+        self.seconds_per_firing = DEFAULT_SECONDS_PER_FIRING
 
     async def next_due(self) -> datetime | None:
         async with self.maker() as session:
@@ -269,6 +343,54 @@ class Ticker:
                     group.create_task(self._drain(now, result))
         return result
 
+    async def lead(self, at: datetime) -> float:
+        """How many seconds before `at` this ticker starts to prepare it (0: it does not).
+
+        Prepared firings are written ahead in transactions that hold their pools' locks
+        and commit at `at` (`prepare`), so a burst is on time however large it is, and
+        every change to those pools waits until then. So a ticker starts as late as it
+        can: the slots due at `at`, at the speed it measured the last time it prepared,
+        shared with the other live tickers, and a margin; at most
+        `ticker_lead_max_seconds`. Not on SQLite: its one writer would stop every other
+        write for that long."""
+        cap = self.settings.ticker_lead_max_seconds
+        if self._dialect == "sqlite" or cap <= 0:
+            return 0.0
+        if (at - self.clock.now()).total_seconds() > cap:
+            return cap  # not counted yet: asked again from `at - cap` on
+        async with self.maker() as session:
+            due = await session.scalar(
+                select(func.count()).select_from(Slot).where(Slot.next_fire_at == at)
+            )
+        if not due:
+            return 0.0
+        work = due * self.seconds_per_firing / await self._live_tickers()
+        return min(cap, LEAD_MARGIN_SECONDS + work)
+
+    async def prepare(self, at: datetime) -> Prepared:
+        """Write the firings of the slots due at `at` now, before `at`, and hold them:
+        one open transaction per lane, committed by `Prepared.commit` at `at` (the
+        engine's ticker loop waits for it). Everything is decided as a tick at `at`
+        decides it (`at` is its "now": on time, `fired_at = at`) and under the same pool
+        locks, which the transactions keep until they commit: no change to those pools
+        (queue, slots, state) can come in between, it waits and lands after the firing.
+        Preparing stops when the clock reaches `at`; a tick does the rest."""
+        prepared = Prepared(at)
+        lanes = await self.lanes()
+        started = time.perf_counter()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(lanes):
+                    group.create_task(self._drain(at, None, prepared))
+        except BaseException:
+            await prepared.close()
+            raise
+        fired = prepared.result.total
+        if fired >= LEARN_FROM_FIRINGS:
+            took = (time.perf_counter() - started) * lanes / fired
+            self.seconds_per_firing = (self.seconds_per_firing + took) / 2
+        return prepared
+
     async def lanes(self) -> int:
         """Batches to run at once: 1 on SQLite; `ticker_concurrency` when set; otherwise 2
         while this is the only live ticker process and 1 while others run (their batches
@@ -278,6 +400,10 @@ class Ticker:
             return 1
         if self.settings.ticker_concurrency is not None:
             return self.settings.ticker_concurrency
+        return 1 if await self._live_tickers() > 1 else 2
+
+    async def _live_tickers(self) -> int:
+        """Ticker processes alive now, this one included (at least 1)."""
         # Live: a heartbeat within STALE_AFTER_SECONDS of the newest one, which needs no
         # agreement between this process's clock and the others' (a test clock jumps).
         running = EngineNode.stopped_at.is_(None)
@@ -293,15 +419,31 @@ class Ticker:
                     EngineNode.roles.contains("ticker"),
                 )
             )
-        return 1 if (live or 0) > 1 else 2
+        return max(1, live or 0)
 
-    async def _drain(self, now: datetime, result: TickResult) -> None:
+    async def _drain(
+        self, now: datetime, result: TickResult | None, prepared: Prepared | None = None
+    ) -> None:
+        """Batch after batch, each continuing after the last due slot the one before read
+        (keyset on the `(next_fire_at, id)` index): slots passed over were locked by
+        another ticker, or are this lane's own. Each batch commits on its own, or, when
+        `prepared`, all go into one transaction held for `Prepared.commit`."""
+        after: tuple[datetime, str] | None = None
+        lane = prepared.lane(self.maker) if prepared is not None else None
         while True:
-            created: list[tuple[Any, ...]] = []
-            async with session_scope(self.maker) as session:
-                handled = await self._batch(session, now, result, created)
-            if created:  # counted once committed
-                metrics.firings_created(Counter(map(_METRIC_KEY, created)))
+            if lane is None:
+                created: list[tuple[Any, ...]] = []
+                async with session_scope(self.maker) as session:
+                    assert result is not None
+                    handled, after = await self._batch(session, now, result, created, after)
+                if created:  # counted once committed
+                    metrics.firings_created(Counter(map(_METRIC_KEY, created)))
+            else:
+                if self.clock.now() >= now:  # the instant has come: commit what is ready
+                    return
+                handled, after = await self._batch(
+                    lane.session, now, lane.result, lane.created, after
+                )
             if not handled:
                 return
 
@@ -311,31 +453,40 @@ class Ticker:
         now: datetime,
         result: TickResult,
         created: list[tuple[Any, ...]],
-    ) -> int:
-        # The most overdue slots first, through the next_fire_at index; the pool rows are
-        # locked, and LIMIT applies after SKIP LOCKED, so a second ticker takes the next
-        # pools instead of finding this batch's pools locked. A pool with two due slots
-        # may come twice: it is taken once, with all its due slots.
+        after: tuple[datetime, str] | None = None,
+    ) -> tuple[int, tuple[datetime, str] | None]:
+        """Fire one batch of pools; how many, and the (instant, slot id) to go on after."""
+        # The most overdue slots first, through the (next_fire_at, id) index; the pool
+        # rows are locked, and LIMIT applies after SKIP LOCKED, so a second ticker takes
+        # the next pools instead of finding this batch's pools locked. A pool with two due
+        # slots may come twice: it is taken once, with all its due slots.
         # Core rows through the session's connection: the ORM's result machinery costs
         # microseconds per row and these are plain columns.
         conn = await session.connection()
         db = conn.dialect.name
+        due = select(*_POOL_COLS, Slot.next_fire_at, Slot.id).join(Slot, Slot.pool_id == Pool.id)
+        due = due.where(Slot.next_fire_at <= now)
+        if after is not None:
+            at, slot_id = after  # bound as the columns' own types (SQLite's stored text)
+            due = due.where(
+                tuple_(Slot.next_fire_at, Slot.id)
+                > tuple_(literal(at, Slot.next_fire_at.type), literal(slot_id, Slot.id.type))
+            )
         # Rows are fetched whole (`all()`, not a `fetchone` call each) and read by position.
-        pools: dict[str, _PoolRow] = {}
-        for row in (
+        rows = (
             await conn.execute(
-                select(*_POOL_COLS)
-                .join(Slot, Slot.pool_id == Pool.id)
-                .where(Slot.next_fire_at <= now)
-                .order_by(Slot.next_fire_at)
+                due.order_by(Slot.next_fire_at, Slot.id)
                 .limit(self.settings.engine_batch_size)
                 .with_for_update(of=Pool, skip_locked=True)
             )
-        ).all():
+        ).all()
+        if not rows:
+            return 0, after
+        pools: dict[str, _PoolRow] = {}
+        for row in rows:
             if row[_POOL_ID] not in pools:
                 pools[row[_POOL_ID]] = _PoolRow(row)
-        if not pools:
-            return 0
+        after = rows[-1][-2], rows[-1][-1]
         # The pools' slots with their accounts, in one statement: a row per (slot,
         # account), the accounts in slot order; a slot without accounts comes once.
         slots_by_pool: dict[str, list[_SlotRow]] = defaultdict(list)
@@ -501,7 +652,7 @@ class Ticker:
                 heads_taken,
                 now,
             )
-        return len(pools)
+        return len(pools), after
 
     async def _heads(
         self, session: AsyncSession, db: str, need: dict[str, int], look: int

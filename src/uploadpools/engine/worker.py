@@ -12,7 +12,7 @@ import contextlib
 import gc
 import logging
 import socket
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import select
@@ -98,16 +98,44 @@ class Engine:
                 result = await self.ticker.tick()
                 if result.fired:
                     self.dispatch_wakeup.set()
-                delay = self._delay_until(await self.ticker.next_due())
+                due = await self.ticker.next_due()
+                delay = self._delay_until(due)
                 if delay == 0 and not result.total:
                     # Due work we could not take: another ticker holds those pools.
                     # Look again shortly instead of spinning on the database.
                     delay = BACKOFF_SECONDS
+                elif due is not None and delay > 0:
+                    # Wake when the next instant is to be prepared (Ticker.lead).
+                    start = due - timedelta(seconds=await self.ticker.lead(due))
+                    if start < due and self.clock.now() >= start:
+                        await self._fire_ahead(due)
+                        continue
+                    delay = self._delay_until(start)
             except Exception:
                 log.exception("ticker iteration failed")
                 delay = 1.0
             if delay > 0:
                 await self.tick_wakeup.wait(delay)
+
+    async def _fire_ahead(self, at: datetime) -> None:
+        """Prepare the firings due at `at`, wait for `at` and commit them. While it waits,
+        a wake-up (a schedule changed) still fires whatever falls due before `at` in
+        other pools; stopping rolls the prepared firings back (another ticker, or the
+        next start, fires them)."""
+        prepared = await self.ticker.prepare(at)
+        try:
+            while not self._stopping.is_set():
+                wait = (at - self.clock.now()).total_seconds()
+                if wait <= 0:
+                    result = await prepared.commit()
+                    if result.fired:
+                        self.dispatch_wakeup.set()
+                    return
+                woken = await self.tick_wakeup.wait(wait)
+                if woken and not self._stopping.is_set() and (await self.ticker.tick()).fired:
+                    self.dispatch_wakeup.set()
+        finally:
+            await prepared.close()
 
     async def _dispatch_loop(self) -> None:
         while not self._stopping.is_set():

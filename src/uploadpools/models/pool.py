@@ -31,7 +31,8 @@ class Pool(Base):
 
 class Slot(Base):
     __tablename__ = "slots"
-    __table_args__ = (Index("ix_slots_next_fire_at", "next_fire_at"),)
+    # The ticker walks due slots by (instant, id) keyset (migration 0012).
+    __table_args__ = (Index("ix_slots_next_fire_at_id", "next_fire_at", "id"),)
 
     id: Mapped[str] = mapped_column(IdType, primary_key=True, default=new_id)
     pool_id: Mapped[str] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)

@@ -11,12 +11,12 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 from test_runner import runner, wait_for
-from test_ticker import NINE, active_pool, firings, item
+from test_ticker import NINE, active_pool, engine_node, firings, item, pools_at_nine
 
-from apihelpers import make_account, make_pool, upload_n
+from apihelpers import upload_n
 from uploadpools.engine.ticker import LEAD_MARGIN_SECONDS, Ticker
 from uploadpools.kit.clock import FrozenClock
-from uploadpools.models import Delivery, EngineNode, Slot
+from uploadpools.models import Delivery, Slot
 
 pytestmark = pytest.mark.asyncio
 
@@ -30,33 +30,25 @@ def postgres(database_url):  # type: ignore[no-untyped-def]
         pytest.skip("firings are prepared ahead on PostgreSQL only")
 
 
-async def _pools(client, tenant, sample_mp4, n, videos=1, name="p"):  # type: ignore[no-untyped-def]
-    """n active pools with a 09:00 UTC slot each, `videos` queued in each."""
-    out = []
-    for i in range(n):
-        acc = await make_account(client, tenant, f"{name}{i}")
-        pool = await make_pool(
-            client,
-            tenant,
-            acc,
-            name=f"{name}{i}",
-            timezone="UTC",
-            state="active",
-            slots=[{"time": "09:00", "account_ids": [acc]}],
-        )
-        out.append((pool, await upload_n(client, tenant, pool["id"], sample_mp4, videos)))
-    return out
-
-
-async def _waiting_on_a_lock(app) -> bool:  # type: ignore[no-untyped-def]
+async def _backends(app, where: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a session of this database is in that state (`pg_stat_activity`)."""
     async with app.state.uploadpools.maker() as s:
         n = await s.scalar(
             text(
                 "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                f"WHERE datname = current_database() AND {where}"
             )
         )
     return bool(n)
+
+
+def _waiting_on_a_lock(app):  # type: ignore[no-untyped-def]
+    return _backends(app, "wait_event_type = 'Lock'")
+
+
+def _holding(app):  # type: ignore[no-untyped-def]
+    """A transaction is open and idle: prepared firings waiting for their instant."""
+    return _backends(app, "state = 'idle in transaction'")
 
 
 class _ClockAfter:
@@ -87,23 +79,12 @@ async def test_lead_follows_the_slots_due_the_speed_and_the_tickers(  # type: ig
     assert await ticker.lead(NINE) == cap  # too far to count yet: wake at NINE - cap
     clock.set(NINE - timedelta(seconds=1))
     assert await ticker.lead(NINE) == 0  # nothing due then
-    await _pools(client, tenant, sample_mp4, 3, videos=0)
+    await pools_at_nine(client, tenant, sample_mp4, 3, videos=0)
     ticker.seconds_per_firing = 0.5
     assert await ticker.lead(NINE) == pytest.approx(LEAD_MARGIN_SECONDS + 1.5)
     assert await ticker.lead(NINE + timedelta(seconds=1)) == 0  # another instant
-    async with maker() as s, s.begin():  # a second live ticker process shares the work
-        for name in ("h:1", "h:2"):
-            s.add(
-                EngineNode(
-                    id=name,
-                    hostname="h",
-                    pid=1,
-                    role="worker",
-                    roles="ticker",
-                    started_at=clock.now(),
-                    heartbeat_at=clock.now(),
-                )
-            )
+    for name in ("h:1", "h:2"):  # this process and a second live ticker share the work
+        await engine_node(maker, name, clock.now(), roles="ticker")
     assert await ticker.lead(NINE) == pytest.approx(LEAD_MARGIN_SECONDS + 0.75)
     ticker.seconds_per_firing = 60.0
     assert await ticker.lead(NINE) == settings.ticker_lead_max_seconds
@@ -114,8 +95,8 @@ async def test_lead_follows_the_slots_due_the_speed_and_the_tickers(  # type: ig
 async def test_prepared_firings_show_at_the_commit_as_a_tick_at_the_instant_writes_them(  # type: ignore[no-untyped-def]
     postgres, client, tenant, app, clock, settings, sample_mp4
 ):
-    [(pool, (a, _b))] = await _pools(client, tenant, sample_mp4, 1, videos=2)
-    [(other, (c,))] = await _pools(client, tenant, sample_mp4, 1, name="q")
+    [(pool, (a, _b))] = await pools_at_nine(client, tenant, sample_mp4, 1, videos=2)
+    [(other, (c,))] = await pools_at_nine(client, tenant, sample_mp4, 1, name="q")
     clock.set(NINE - timedelta(seconds=2))
     ticker = Ticker(app.state.uploadpools.maker, settings, clock)
     prepared = await ticker.prepare(NINE)
@@ -179,7 +160,7 @@ async def test_two_tickers_prepare_one_instant_between_them(  # type: ignore[no-
 ):
     """Small batches in several lanes, two tickers: each pool is prepared by one of them,
     once, and a tick at the instant finds nothing left."""
-    pools = await _pools(client, tenant, sample_mp4, 9)
+    pools = await pools_at_nine(client, tenant, sample_mp4, 9)
     clock.set(NINE - timedelta(seconds=3))
     tuned = settings.model_copy(update={"engine_batch_size": 2, "ticker_concurrency": 2})
     maker = app.state.uploadpools.maker
@@ -201,7 +182,7 @@ async def test_two_tickers_prepare_one_instant_between_them(  # type: ignore[no-
 async def test_preparing_stops_at_the_instant_and_a_tick_fires_the_rest(  # type: ignore[no-untyped-def]
     postgres, client, tenant, app, settings, sample_mp4
 ):
-    pools = await _pools(client, tenant, sample_mp4, 5)
+    pools = await pools_at_nine(client, tenant, sample_mp4, 5)
     tuned = settings.model_copy(update={"engine_batch_size": 2, "ticker_concurrency": 1})
     maker = app.state.uploadpools.maker
     # One reading for the first batch: then the instant has come.
@@ -223,7 +204,7 @@ async def test_prepared_firings_rolled_back_leave_the_slots_due(  # type: ignore
 ):
     """A ticker that stops (or dies: its connection closes) before the instant: nothing
     was recorded, no pool stays locked, and a tick at the instant fires every slot."""
-    pools = await _pools(client, tenant, sample_mp4, 3)
+    pools = await pools_at_nine(client, tenant, sample_mp4, 3)
     clock.set(NINE - timedelta(seconds=1))
     ticker = Ticker(app.state.uploadpools.maker, settings, clock)
     prepared = await ticker.prepare(NINE)
@@ -234,18 +215,6 @@ async def test_prepared_firings_rolled_back_leave_the_slots_due(  # type: ignore
     assert (await ticker.tick()).fired == 3
     for pool, (x,) in pools:
         assert [f.item_id for f in await firings(app, pool["id"])] == [x]
-
-
-async def _holding(app) -> bool:  # type: ignore[no-untyped-def]
-    """A transaction is open and idle: prepared firings waiting for their instant."""
-    async with app.state.uploadpools.maker() as s:
-        n = await s.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND state = 'idle in transaction'"
-            )
-        )
-    return bool(n)
 
 
 async def _a_ticker_preparing_nine(client, tenant, app, clock, sample_mp4):  # type: ignore[no-untyped-def]

@@ -32,6 +32,42 @@ async def active_pool(client, tenant, *, slots=None, times=("09:00",), tz="UTC",
     return pool, acc
 
 
+async def pools_at_nine(client, tenant, video, n, *, slots=1, videos=1, name="p"):  # type: ignore[no-untyped-def]
+    """n active UTC pools, each with `slots` slots at 09:00 (an account each) and `videos`
+    uploads queued; [(pool, item ids)]."""
+    out = []
+    for i in range(n):
+        accounts = [await make_account(client, tenant, f"{name}{i}-{k}") for k in range(slots)]
+        pool = await make_pool(
+            client,
+            tenant,
+            accounts[0],
+            name=f"{name}{i}",
+            timezone="UTC",
+            state="active",
+            slots=[{"time": "09:00", "account_ids": [a]} for a in accounts],
+        )
+        out.append((pool, await upload_n(client, tenant, pool["id"], video, videos)))
+    return out
+
+
+async def engine_node(maker, name, now, *, roles, age_s=0.0, stopped=False):  # type: ignore[no-untyped-def]
+    """An `engine_nodes` row: a process with these roles, its last heartbeat `age_s` ago."""
+    async with maker() as s, s.begin():
+        s.add(
+            EngineNode(
+                id=name,
+                hostname="h",
+                pid=1,
+                role="worker",
+                roles=roles,
+                started_at=now - timedelta(hours=1),
+                heartbeat_at=now - timedelta(seconds=age_s),
+                stopped_at=now if stopped else None,
+            )
+        )
+
+
 async def firings(app, pool_id):  # type: ignore[no-untyped-def]
     async with app.state.uploadpools.maker() as s:
         return list(
@@ -131,23 +167,7 @@ class TestFiring:
     ):
         """Small batches, several at once (PostgreSQL runs `ticker_concurrency` of them):
         every pool is taken by one batch, its two slots take its two items in slot order."""
-        pools = []
-        for i in range(7):
-            a1 = await make_account(client, tenant, f"a{i}")
-            a2 = await make_account(client, tenant, f"b{i}")
-            pool = await make_pool(
-                client,
-                tenant,
-                a1,
-                name=f"p{i}",
-                timezone="UTC",
-                state="active",
-                slots=[
-                    {"time": "09:00", "account_ids": [a1]},
-                    {"time": "09:00", "account_ids": [a2]},
-                ],
-            )
-            pools.append((pool, await upload_n(client, tenant, pool["id"], sample_mp4, 2)))
+        pools = await pools_at_nine(client, tenant, sample_mp4, 7, slots=2, videos=2)
         clock.set(NINE)
         tuned = settings.model_copy(update={"engine_batch_size": 2, "ticker_concurrency": 3})
         result = await Ticker(app.state.uploadpools.maker, tuned, clock).tick()
@@ -169,20 +189,8 @@ class TestFiring:
         now = clock.now()
         alone = 1 if ticker._dialect == "sqlite" else 2
 
-        async def node(name: str, *, roles: str, age_s: float = 0, stopped: bool = False):
-            async with maker() as s, s.begin():
-                s.add(
-                    EngineNode(
-                        id=name,
-                        hostname="h",
-                        pid=1,
-                        role="worker",
-                        roles=roles,
-                        started_at=now - timedelta(hours=1),
-                        heartbeat_at=now - timedelta(seconds=age_s),
-                        stopped_at=now if stopped else None,
-                    )
-                )
+        def node(name: str, **kw):  # type: ignore[no-untyped-def]
+            return engine_node(maker, name, now, **kw)
 
         assert await ticker.lanes() == alone
         await node("h:1", roles="ticker,dispatcher")  # this process's own row

@@ -381,7 +381,8 @@ class Ticker:
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(lanes):
-                    group.create_task(self._drain(at, None, prepared))
+                    lane = prepared.lane(self.maker)
+                    group.create_task(self._drain(at, lane.result, lane))
         except BaseException:
             await prepared.close()
             raise
@@ -421,29 +422,23 @@ class Ticker:
             )
         return max(1, live or 0)
 
-    async def _drain(
-        self, now: datetime, result: TickResult | None, prepared: Prepared | None = None
-    ) -> None:
+    async def _drain(self, now: datetime, result: TickResult, lane: _Lane | None = None) -> None:
         """Batch after batch, each continuing after the last due slot the one before read
         (keyset on the `(next_fire_at, id)` index): slots passed over were locked by
-        another ticker, or are this lane's own. Each batch commits on its own, or, when
-        `prepared`, all go into one transaction held for `Prepared.commit`."""
+        another ticker, or are this lane's own. Each batch commits on its own, or, in a
+        prepared `lane`, all go into its one transaction, held for `Prepared.commit`."""
         after: tuple[datetime, str] | None = None
-        lane = prepared.lane(self.maker) if prepared is not None else None
         while True:
             if lane is None:
                 created: list[tuple[Any, ...]] = []
                 async with session_scope(self.maker) as session:
-                    assert result is not None
                     handled, after = await self._batch(session, now, result, created, after)
                 if created:  # counted once committed
                     metrics.firings_created(Counter(map(_METRIC_KEY, created)))
             else:
                 if self.clock.now() >= now:  # the instant has come: commit what is ready
                     return
-                handled, after = await self._batch(
-                    lane.session, now, lane.result, lane.created, after
-                )
+                handled, after = await self._batch(lane.session, now, result, lane.created, after)
             if not handled:
                 return
 

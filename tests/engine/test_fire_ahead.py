@@ -92,6 +92,15 @@ async def test_lead_follows_the_slots_due_the_speed_and_the_tickers(  # type: ig
     assert await off.lead(NINE) == 0
 
 
+async def test_the_speed_is_learned_from_preparations_large_enough(app, clock, settings):  # type: ignore[no-untyped-def]
+    ticker = Ticker(app.state.uploadpools.maker, settings, clock)
+    first = ticker.seconds_per_firing
+    ticker.learn(100, 10.0)  # too few to tell
+    assert ticker.seconds_per_firing == first
+    ticker.learn(1000, 0.5)
+    assert ticker.seconds_per_firing == pytest.approx((first + 0.5e-3) / 2)
+
+
 async def test_prepared_firings_show_at_the_commit_as_a_tick_at_the_instant_writes_them(  # type: ignore[no-untyped-def]
     postgres, client, tenant, app, clock, settings, sample_mp4
 ):

@@ -386,11 +386,14 @@ class Ticker:
         except BaseException:
             await prepared.close()
             raise
-        fired = prepared.result.total
-        if fired >= LEARN_FROM_FIRINGS:
-            took = (time.perf_counter() - started) * lanes / fired
-            self.seconds_per_firing = (self.seconds_per_firing + took) / 2
+        self.learn(prepared.result.total, time.perf_counter() - started)
         return prepared
+
+    def learn(self, fired: int, seconds: float) -> None:
+        """Preparing `fired` firings took this process (all its lanes) `seconds` of wall
+        time: half of the next estimate per firing. Too few firings say nothing."""
+        if fired >= LEARN_FROM_FIRINGS:
+            self.seconds_per_firing = (self.seconds_per_firing + seconds / fired) / 2
 
     async def lanes(self) -> int:
         """Batches to run at once: 1 on SQLite; `ticker_concurrency` when set; otherwise 2

@@ -11,12 +11,12 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select, text, update
 
 from apihelpers import fields, make_account, make_pool
 from uploadpools.exceptions import ValidationFailed
 from uploadpools.idempotency import IdempotencyGuard, IdempotencyInProgress, KeyUse, Replay
-from uploadpools.models import IdempotencyRecord, Media, QueueItem, WebhookEvent
+from uploadpools.models import IdempotencyRecord, Media, Pool, QueueItem, WebhookEvent
 from uploadpools.pools.service import PoolNotFound
 from uploadpools.queue.schemas import ItemFields
 from uploadpools.queue.service import NewVideo
@@ -521,3 +521,87 @@ class TestFetcherGivesWay:
         assert await st.fetcher.run_once(1) == 1  # (the fetch itself fails: port 9)
         st.fetcher.yield_to = lambda: False
         assert await st.fetcher.run_once() == 2
+
+
+class TestAPoolAnotherTransactionHolds:
+    """PostgreSQL: a pool whose row another transaction holds (a ticker preparing an
+    instant holds its pools until the instant) does not hold up the other pools' videos;
+    its own wait for it, in arrival order. (SQLite has no row locks: its one writer
+    serialises everything.)"""
+
+    @pytest.fixture(autouse=True)
+    def _postgres(self, database_url):  # type: ignore[no-untyped-def]
+        if not database_url.startswith("postgresql"):
+            pytest.skip("row locks: PostgreSQL")
+
+    @staticmethod
+    async def hold(app, pool_id: str):  # type: ignore[no-untyped-def]
+        """A transaction holding the pool's row lock until it ends."""
+        s = app.state.uploadpools.maker()
+        await s.execute(select(Pool.id).where(Pool.id == pool_id).with_for_update())
+        return s
+
+    async def test_the_other_pools_are_written_meanwhile_and_its_videos_keep_their_order(
+        self, app, client, tenant, pool
+    ):
+        other = await make_pool(client, tenant, await make_account(client, tenant, "b"))
+        group = app.state.uploadpools.enqueues
+        holder = await self.hold(app, pool["id"])
+        try:
+            first = asyncio.create_task(group.enqueue(video(tenant, pool["id"], "a1")))
+            async with asyncio.timeout(30):  # (without the second writer: forever)
+                (b1,) = await together(app, video(tenant, other["id"], "b1"))
+                second = asyncio.create_task(group.enqueue(video(tenant, pool["id"], "a2")))
+                (b2,) = await together(app, video(tenant, other["id"], "b2"))
+            assert [b1["position"], b2["position"]] == [0, 1]
+            assert not first.done() and not second.done()
+            assert await queued_rows(app, pool["id"]) == []
+        finally:
+            await holder.rollback()
+            await holder.close()
+        a1, a2 = json.loads(await first), json.loads(await second)
+        assert [(a1["title"], a1["position"]), (a2["title"], a2["position"])] == [
+            ("a1", 0),
+            ("a2", 1),
+        ]
+        assert [r.id for r in await queued_rows(app, pool["id"])] == [a1["id"], a2["id"]]
+        # Written: later videos for the pool go the usual way again.
+        (a3,) = await together(app, video(tenant, pool["id"], "a3"))
+        assert a3["position"] == 2
+
+    async def test_a_keyed_video_for_it_is_claimed_when_it_is_written(self, app, tenant, pool):
+        """Nothing of a video for a held pool is written before the pool is free, not
+        even its Idempotency-Key's claim; then the key is recorded with the answer."""
+        use = TestIdempotencyInAGroup.use
+        records = TestIdempotencyInAGroup().records
+        holder = await self.hold(app, pool["id"])
+        try:
+            task = asyncio.create_task(
+                app.state.uploadpools.enqueues.enqueue(
+                    video(tenant, pool["id"], "keyed"), use(app, tenant, "k")
+                )
+            )
+            async with asyncio.timeout(10):  # the second writer waits for the lock
+                while not await self.waiting_on_a_lock(app):
+                    await asyncio.sleep(0.02)
+            assert await records(app) == {}
+        finally:
+            await holder.rollback()
+            await holder.close()
+        answer = json.loads(await task)
+        recs = await records(app)
+        assert (recs["k"].state, recs["k"].status_code) == ("done", 201)
+        assert json.loads(recs["k"].body or b"") == answer
+        (replay,) = await together(app, video(tenant, pool["id"]), claims=[use(app, tenant, "k")])
+        assert isinstance(replay, Replay) and json.loads(replay.body) == answer
+
+    @staticmethod
+    async def waiting_on_a_lock(app) -> bool:  # type: ignore[no-untyped-def]
+        async with app.state.uploadpools.maker() as s:
+            n = await s.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        return bool(n)

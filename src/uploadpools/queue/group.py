@@ -19,6 +19,12 @@ one by one, so the failure reaches only the request that causes it; if the store
 fails (locked, unreachable), every request of the group gets that error at once, as
 each would have alone. Videos are written in the order they arrived, which is their
 order in each pool.
+
+A pool that another transaction holds (a ticker preparing an instant's firings, which
+keeps its pools locked until the instant: engine/ticker.py) does not hold up the group:
+the writer locks the pools it can without waiting, writes those, and hands the videos
+of the held pools to a second writer, which waits for their locks. Until that one has
+written them, every later video for those pools goes to it as well, behind them.
 """
 
 from __future__ import annotations
@@ -80,6 +86,11 @@ class EnqueueGroup:
         self._writing: list[_Waiting] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # The second writer's: videos of held pools, those pools, and its task.
+        self._held: list[_Waiting] = []
+        self._held_writing: list[_Waiting] = []
+        self._held_pools: set[str] = set()
+        self._held_task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_crowd = -1e9
 
@@ -117,14 +128,15 @@ class EnqueueGroup:
         """Stop the writer; a video not written yet is answered 503 (none should be left:
         the server stops taking requests and lets running ones finish first)."""
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        for w in [*self._writing, *self._waiting]:
+        for task in (self._task, self._held_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._held_task = None
+        for w in [*self._writing, *self._waiting, *self._held_writing, *self._held]:
             _fail(w, GroupClosed("the server is shutting down; retry"))
-        self._writing, self._waiting = [], []
+        self._writing, self._waiting, self._held_writing, self._held = [], [], [], []
 
     async def _run(self) -> None:
         while True:
@@ -146,35 +158,89 @@ class EnqueueGroup:
                 await session.connection()
             finally:
                 self._writing = group = self._take()
-            if not group:
+            # Behind the videos the second writer has for their pools, in order.
+            behind = [w for w in group if _pool_of(w) in self._held_pools]
+            if behind:
+                self._hold(behind)
+                group = [w for w in group if _pool_of(w) not in self._held_pools]
+            if not group or await self._write_together(session, group, wait=False):
                 return
+        await self._write_one_by_one(group, wait=False)
+
+    async def _run_held(self) -> None:
+        """The second writer: the videos of pools another transaction held, written
+        waiting for those pools' locks."""
+        while self._held:
+            group, self._held = self._held, []
+            self._held_writing = group
             try:
-                answers = await self._write(session, group)
-            except Exception as exc:
-                await session.rollback()
-                if len(group) == 1 or not _caused_by_a_row(exc):
-                    # The store itself failed (locked, unreachable): every request would
-                    # meet the same; trying them one by one would only repeat the wait.
-                    for w in group:
-                        _fail(w, exc)
-                    return
-                log.warning(
-                    "writing %d enqueues together failed (%s); writing them one by one",
-                    len(group),
-                    exc,
-                )
-            else:
-                self._answer(group, answers)
-                return
+                async with self.maker() as session:
+                    done = await self._write_together(session, group, wait=True)
+                if not done:
+                    await self._write_one_by_one(group, wait=True)
+            except Exception as exc:  # the store is unreachable: fail these only
+                for w in group:
+                    _fail(w, exc)
+            self._held_writing = []
+            self._held_pools = {_pool_of(w) for w in self._held}
+        self._held_task = None
+
+    def _hold(self, group: list[_Waiting]) -> None:
+        """Hand these videos (in arrival order) to the second writer: from now on, it
+        answers them."""
+        handed = {id(w) for w in group}
+        self._writing = [w for w in self._writing if id(w) not in handed]
+        self._held += group
+        self._held_pools |= {_pool_of(w) for w in group}
+        if self._held_task is None:
+            self._held_task = asyncio.create_task(self._run_held(), name="enqueue-held")
+
+    async def _write_together(
+        self, session: AsyncSession, group: list[_Waiting], *, wait: bool
+    ) -> bool:
+        """Write the group in one transaction; False when it must be written one by one
+        (a value of one video failed it)."""
+        try:
+            answers = await self._write(session, group, wait=wait)
+        except Exception as exc:
+            await session.rollback()
+            if len(group) == 1 or not _caused_by_a_row(exc):
+                # The store itself failed (locked, unreachable): every request would
+                # meet the same; trying them one by one would only repeat the wait.
+                for w in group:
+                    _fail(w, exc)
+                return True
+            log.warning(
+                "writing %d enqueues together failed (%s); writing them one by one",
+                len(group),
+                exc,
+            )
+            return False
+        self._settle(group, answers)
+        return True
+
+    async def _write_one_by_one(self, group: list[_Waiting], *, wait: bool) -> None:
         for w in group:
             async with self.maker() as session:
                 try:
-                    answers = await self._write(session, [w])
+                    answers = await self._write(session, [w], wait=wait)
                 except Exception as exc:
                     await session.rollback()
                     _fail(w, exc)
                 else:
-                    self._answer([w], answers)
+                    self._settle([w], answers)
+
+    def _settle(
+        self, group: list[_Waiting], answers: list[bytes | UploadPoolsError | None]
+    ) -> None:
+        """Answer the videos written or refused; hand those of held pools (None) over."""
+        held = [w for w, a in zip(group, answers, strict=True) if a is None]
+        if held:
+            self._hold(held)
+        self._answer(
+            [w for w, a in zip(group, answers, strict=True) if a is not None],
+            [a for a in answers if a is not None],
+        )
 
     def _take(self) -> list[_Waiting]:
         group = [w for w in self._waiting[: self.max_group] if not w.future.done()]
@@ -184,23 +250,38 @@ class EnqueueGroup:
         return group
 
     async def _write(
-        self, session: AsyncSession, group: list[_Waiting]
-    ) -> list[bytes | UploadPoolsError]:
+        self, session: AsyncSession, group: list[_Waiting], *, wait: bool
+    ) -> list[bytes | UploadPoolsError | None]:
+        """Each video's answer; None for a video whose pool another transaction holds
+        (only when not `wait`ing for the pools: nothing of it, not even its
+        Idempotency-Key, is written)."""
         answers: list[bytes | UploadPoolsError | None] = [None] * len(group)
+        service = QueueService(session, self.settings)
+        # The pools first, locked without waiting unless told to wait.
+        locked = None
+        held: set[str] = set()
+        if not wait:
+            locked, held = await service.lock_free_pools(
+                sorted({w.video.pool_id for w in group if isinstance(w.video, NewVideo)})
+            )
+        mine = [n for n, w in enumerate(group) if _pool_of(w) not in held]
         # Idempotency-Keys first: a key in use answers for its request, whatever it asks.
-        keyed = [n for n, w in enumerate(group) if w.claim is not None]
+        keyed = [n for n in mine if group[n].claim is not None]
         verdicts = await claim_in(session, [group[n].claim for n in keyed])  # type: ignore[misc]
         for n, verdict in zip(keyed, verdicts, strict=True):
             answers[n] = verdict
         todo: list[tuple[int, NewVideo]] = []
-        for n, w in enumerate(group):
+        for n in mine:
+            w = group[n]
             if answers[n] is None:
                 if isinstance(w.video, ValidationFailed):
                     answers[n] = w.video
                 else:
                     todo.append((n, w.video))
-        outcomes = await QueueService(session, self.settings).enqueue_urls(
-            [v for _, v in todo], self.clock.now()
+        outcomes = (
+            await service.enqueue_urls([v for _, v in todo], self.clock.now(), locked=locked)
+            if todo
+            else []
         )
         done: list[tuple[KeyUse, int, bytes]] = []
         for (n, _), outcome in zip(todo, outcomes, strict=True):
@@ -215,7 +296,7 @@ class EnqueueGroup:
         if any(isinstance(a, bytes) for a in answers):
             await notify_change(session)
         await session.commit()
-        return answers  # type: ignore[return-value]
+        return answers
 
     def _answer(self, group: list[_Waiting], answers: list[bytes | UploadPoolsError]) -> None:
         wrote = False
@@ -236,6 +317,10 @@ def _caused_by_a_row(exc: Exception) -> bool:
         return True
     # A value its column's type could not convert (not an error of the database).
     return isinstance(exc, StatementError) and not isinstance(exc, DBAPIError)
+
+
+def _pool_of(w: _Waiting) -> str | None:
+    return w.video.pool_id if isinstance(w.video, NewVideo) else None
 
 
 def _fail(w: _Waiting, exc: BaseException) -> None:

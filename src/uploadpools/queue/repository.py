@@ -46,8 +46,12 @@ _LOCK_POOLS = (
     )
     .where(_pools.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_pools.c.id)
-    .with_for_update()
 )
+_LOCK_POOLS, _LOCK_FREE_POOLS = (
+    _LOCK_POOLS.with_for_update(),
+    _LOCK_POOLS.with_for_update(skip_locked=True),
+)
+_EXISTING_POOLS = select(_pools.c.id).where(_pools.c.id.in_(bindparam("ids", expanding=True)))
 _BACKS: dict[int, Any] = {}
 
 
@@ -100,14 +104,26 @@ class QueueRepository:
         rows = (await conn.execute(stmt, params)).all()
         return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
 
-    async def lock_pools(self, pool_ids: Sequence[str]) -> list[LockedPool]:
+    async def lock_pools(
+        self, pool_ids: Sequence[str], *, skip_locked: bool = False
+    ) -> list[LockedPool]:
         """The pools, row-locked in id order (so two writers never wait on each other in a
-        cycle): the lock that serialises every change to a pool's queue order."""
+        cycle): the lock that serialises every change to a pool's queue order. With
+        `skip_locked`, only those no other transaction holds (PostgreSQL; SQLite has no
+        row locks: all of them)."""
         if not pool_ids:
             return []
         conn = await self.session.connection()
-        rows = await conn.execute(_LOCK_POOLS, {"ids": sorted(set(pool_ids))})
+        stmt = _LOCK_FREE_POOLS if skip_locked else _LOCK_POOLS
+        rows = await conn.execute(stmt, {"ids": sorted(set(pool_ids))})
         return [LockedPool(*r) for r in rows.all()]
+
+    async def existing(self, pool_ids: Sequence[str]) -> set[str]:
+        if not pool_ids:
+            return set()
+        conn = await self.session.connection()
+        rows = await conn.execute(_EXISTING_POOLS, {"ids": sorted(set(pool_ids))})
+        return {r[0] for r in rows.all()}
 
     async def end_spells(self, pool_ids: Sequence[str]) -> None:
         """A new video ends these pools' empty and low spells (the next dry run is news)."""

@@ -88,8 +88,22 @@ class QueueService:
         await self._emit_queued(pool, item, now)
         return item
 
+    async def lock_free_pools(
+        self, pool_ids: Sequence[str]
+    ) -> tuple[dict[str, LockedPool], set[str]]:
+        """Lock the pools no other transaction holds, without waiting; those, and the ids
+        of the ones another transaction holds (a ticker preparing an instant, another
+        write), which a caller can come back to."""
+        locked = {p.id: p for p in await self.repo.lock_pools(pool_ids, skip_locked=True)}
+        busy = await self.repo.existing([i for i in pool_ids if i not in locked])
+        return locked, busy
+
     async def enqueue_urls(
-        self, videos: Sequence[NewVideo], now: datetime
+        self,
+        videos: Sequence[NewVideo],
+        now: datetime,
+        *,
+        locked: dict[str, LockedPool] | None = None,
     ) -> list[ItemRead | UploadPoolsError]:
         """Queue each video at the back of its pool, in the given order, and answer each.
 
@@ -97,9 +111,15 @@ class QueueService:
         workspace's (else PoolNotFound) and its text must pass the pool's pre-flight
         (else ValidationFailed). A refused video writes nothing; the others are written
         together (multi-row inserts), with positions and `expected_at` as if one at a time.
+        `locked`: the videos' pools, locked by this transaction already (else they are
+        locked here, waiting for them).
         """
         outcomes: list[ItemRead | UploadPoolsError | None] = [None] * len(videos)
-        pools = {p.id: p for p in await self.repo.lock_pools([v.pool_id for v in videos])}
+        pools = (
+            locked
+            if locked is not None
+            else {p.id: p for p in await self.repo.lock_pools([v.pool_id for v in videos])}
+        )
         rules = await preflight.pools_rules(self.session, self.settings, sorted(pools))
         accepted: list[tuple[int, LockedPool]] = []
         for n, v in enumerate(videos):

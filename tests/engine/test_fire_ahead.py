@@ -9,11 +9,12 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from test_runner import runner, wait_for
 from test_ticker import NINE, active_pool, engine_node, firings, item, pools_at_nine
 
 from apihelpers import upload_n
+from lockhelpers import idle_in_transaction, waiting_on_a_lock
 from uploadpools.engine.ticker import LEAD_MARGIN_SECONDS, Ticker
 from uploadpools.kit.clock import FrozenClock
 from uploadpools.models import Delivery, Slot
@@ -28,27 +29,6 @@ def postgres(database_url):  # type: ignore[no-untyped-def]
     there (`test_no_lead_on_sqlite`)."""
     if not database_url.startswith("postgresql"):
         pytest.skip("firings are prepared ahead on PostgreSQL only")
-
-
-async def _backends(app, where: str) -> bool:  # type: ignore[no-untyped-def]
-    """Whether a session of this database is in that state (`pg_stat_activity`)."""
-    async with app.state.uploadpools.maker() as s:
-        n = await s.scalar(
-            text(
-                "SELECT count(*) FROM pg_stat_activity "
-                f"WHERE datname = current_database() AND {where}"
-            )
-        )
-    return bool(n)
-
-
-def _waiting_on_a_lock(app):  # type: ignore[no-untyped-def]
-    return _backends(app, "wait_event_type = 'Lock'")
-
-
-def _holding(app):  # type: ignore[no-untyped-def]
-    """A transaction is open and idle: prepared firings waiting for their instant."""
-    return _backends(app, "state = 'idle in transaction'")
 
 
 class _ClockAfter:
@@ -149,7 +129,7 @@ async def test_a_change_to_a_prepared_pool_waits_and_lands_after_the_firing(  # 
                 headers=tenant.headers,
             )
         )
-        await wait_for(lambda: _waiting_on_a_lock(app))
+        await wait_for(lambda: waiting_on_a_lock(app))
         assert not move.done()
         clock.set(NINE)
         assert (await prepared.commit()).fired == 1
@@ -249,13 +229,13 @@ async def test_the_engine_prepares_the_next_instant_and_commits_it_when_it_comes
 
     await eng.start()
     try:
-        await wait_for(lambda: _holding(app))
+        await wait_for(lambda: idle_in_transaction(app))
         assert not await fired()
         clock.set(NINE)
         await wait_for(fired)
     finally:
         await eng.stop()
-    assert not await _holding(app)
+    assert not await idle_in_transaction(app)
 
 
 async def test_a_stopping_engine_rolls_its_prepared_firings_back(  # type: ignore[no-untyped-def]
@@ -264,10 +244,10 @@ async def test_a_stopping_engine_rolls_its_prepared_firings_back(  # type: ignor
     pool, a, eng = await _a_ticker_preparing_nine(client, tenant, app, clock, sample_mp4)
     await eng.start()
     try:
-        await wait_for(lambda: _holding(app))
+        await wait_for(lambda: idle_in_transaction(app))
     finally:
         await eng.stop()
-    assert not await _holding(app)
+    assert not await idle_in_transaction(app)
     assert await firings(app, pool["id"]) == []
     clock.set(NINE)
     assert (await Ticker(app.state.uploadpools.maker, settings, clock).tick()).fired == 1

@@ -11,9 +11,10 @@ import json
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, select, update
 
 from apihelpers import fields, make_account, make_pool
+from lockhelpers import waiting_on_a_lock
 from uploadpools.exceptions import ValidationFailed
 from uploadpools.idempotency import IdempotencyGuard, IdempotencyInProgress, KeyUse, Replay
 from uploadpools.models import IdempotencyRecord, Media, Pool, QueueItem, WebhookEvent
@@ -582,7 +583,7 @@ class TestAPoolAnotherTransactionHolds:
                 )
             )
             async with asyncio.timeout(10):  # the second writer waits for the lock
-                while not await self.waiting_on_a_lock(app):
+                while not await waiting_on_a_lock(app):
                     await asyncio.sleep(0.02)
             assert await records(app) == {}
         finally:
@@ -594,14 +595,3 @@ class TestAPoolAnotherTransactionHolds:
         assert json.loads(recs["k"].body or b"") == answer
         (replay,) = await together(app, video(tenant, pool["id"]), claims=[use(app, tenant, "k")])
         assert isinstance(replay, Replay) and json.loads(replay.body) == answer
-
-    @staticmethod
-    async def waiting_on_a_lock(app) -> bool:  # type: ignore[no-untyped-def]
-        async with app.state.uploadpools.maker() as s:
-            n = await s.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        return bool(n)
